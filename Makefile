@@ -1,0 +1,56 @@
+# fedlearn: `make run` runs a local federation, `make test` runs every check.
+# Both create .venv and install everything first (apt packages too, where apt exists).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_STAMP := .apt-installed
+APT_PACKAGES := dataset-fashion-mnist
+
+RUN_ARGS ?= --clients 10 --partitioner shards --model cnn --out fedlearn-run
+
+.PHONY: run test lint typecheck layers unit bench clean proto install
+
+install: $(STAMP) $(APT_STAMP)
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's Fashion-MNIST (60k/10k IDX files); skipped quietly where apt is missing.
+$(APT_STAMP):
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq $(APT_PACKAGES) >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES) >/dev/null)) || \
+		echo "warning: could not install $(APT_PACKAGES); Fashion-MNIST tests will be skipped"; \
+	else echo "note: apt-get not available; install $(APT_PACKAGES) for Fashion-MNIST"; fi
+	@touch $(APT_STAMP)
+
+run: install
+	$(BIN)/fedlearn run $(RUN_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+layers: install
+	$(BIN)/lint-imports
+
+test: install lint typecheck layers
+	$(BIN)/python -m pytest -q
+
+proto: install
+	$(BIN)/python scripts/gen_proto.py
+
+clean:
+	rm -rf $(VENV) $(APT_STAMP) fedlearn-run .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+"""``python -m fedlearn`` runs the CLI."""
+
+from fedlearn.cli.main import main
+
+main()

@@ -1,0 +1,199 @@
+"""The one place that picks concrete adapters and wires them together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedlearn.client.runtime import ClientOptions, ClientRuntime
+from fedlearn.client.trainer import LocalTrainer
+from fedlearn.core.retry import RetryPolicy
+from fedlearn.core.serialization import decode_weights
+from fedlearn.core.types import ClientCapabilities, RoundRecord
+from fedlearn.data import load_dataset, make_partitions, split_holdout
+from fedlearn.data.datasets import Dataset
+from fedlearn.errors import ConfigError, NotFoundError
+from fedlearn.models.evaluate import TorchEvaluator
+from fedlearn.models.registry import MODEL_NAMES, build_model
+from fedlearn.models.weights import model_to_weights
+from fedlearn.persistence.engine import make_engine
+from fedlearn.persistence.migrate import upgrade
+from fedlearn.persistence.model_store import FileModelStore
+from fedlearn.persistence.sql_store import SqlRunStore
+from fedlearn.service.coordinator import Coordinator
+from fedlearn.service.messages import CoordinatorConfig, TrainingStatus
+from fedlearn.transport.client import GrpcCoordinatorClient
+from fedlearn.transport.server import CoordinatorServer, ServerOptions
+
+__all__ = [
+    "ClientSettings",
+    "CoordinatorSettings",
+    "DataSettings",
+    "SystemClock",
+    "build_client",
+    "build_coordinator",
+    "fetch_status",
+    "load_data",
+    "read_run",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+
+@dataclass(frozen=True, slots=True)
+class DataSettings:
+    """Where a process finds its images."""
+
+    dataset: str = "mnist"
+    data_dir: Path | None = None
+    cache_dir: Path | None = None
+    allow_download: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorSettings:
+    server: ServerOptions = field(default_factory=ServerOptions)
+    database_url: str = "sqlite:///fedlearn-state/fedlearn.db"
+    model_dir: Path = Path("fedlearn-state/models")
+    run: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    test_data: DataSettings | None = None
+    model_seed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    coordinator: str = "127.0.0.1:50051"
+    client_id: str | None = None
+    data: DataSettings = field(default_factory=DataSettings)
+    partition: int | None = None
+    num_partitions: int = 1
+    partitioner: str = "iid"
+    dirichlet_alpha: float = 0.5
+    seed: int = 0
+    holdout_fraction: float = 0.1
+    threads: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_wait_s: float = 5.0
+
+
+def load_data(settings: DataSettings) -> Dataset:
+    return load_dataset(
+        settings.dataset,
+        data_dir=settings.data_dir,
+        cache_dir=settings.cache_dir,
+        allow_download=settings.allow_download,
+    )
+
+
+def build_coordinator(settings: CoordinatorSettings) -> tuple[Coordinator, CoordinatorServer]:
+    """A coordinator on its database and model folder, behind a gRPC server (not started)."""
+    cfg = settings.run
+    if cfg.model_name not in MODEL_NAMES:
+        raise ConfigError(f"unknown model {cfg.model_name!r}; choose one of {MODEL_NAMES}")
+    upgrade(settings.database_url)
+    runs = SqlRunStore(make_engine(settings.database_url))
+    evaluator = None
+    if settings.test_data is not None:
+        data = load_data(settings.test_data)
+        evaluator = TorchEvaluator(cfg.model_name, data.test_images, data.test_labels)
+        logger.info("server-side test set: %d images from %s", len(data.test_labels), data.source)
+    initial = model_to_weights(build_model(cfg.model_name, seed=settings.model_seed))
+    coordinator = Coordinator(
+        cfg,
+        initial,
+        runs=runs,
+        models=FileModelStore(settings.model_dir),
+        clock=SystemClock(),
+        evaluator=evaluator,
+    )
+    return coordinator, CoordinatorServer(coordinator, settings.server)
+
+
+def _client_data(settings: ClientSettings) -> tuple[Dataset, np.ndarray]:
+    data = load_data(settings.data)
+    indices = np.arange(len(data.train_labels))
+    if settings.partition is not None:
+        if not 0 <= settings.partition < settings.num_partitions:
+            raise ConfigError(
+                f"partition {settings.partition} is outside 0..{settings.num_partitions - 1}"
+            )
+        parts = make_partitions(
+            data.train_labels,
+            settings.num_partitions,
+            scheme=settings.partitioner,
+            seed=settings.seed,
+            alpha=settings.dirichlet_alpha,
+        )
+        indices = parts[settings.partition]
+    return data, indices
+
+
+def build_client(settings: ClientSettings) -> ClientRuntime:
+    """A client process's runtime: its data, a trainer and a gRPC connection."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    data, indices = _client_data(settings)
+    rng = np.random.default_rng([settings.seed, settings.partition or 0, 7])
+    train_idx, holdout_idx = split_holdout(indices, settings.holdout_fraction, rng=rng)
+    logger.info(
+        "client data: %d training and %d held-out images from %s",
+        len(train_idx),
+        len(holdout_idx),
+        data.source,
+    )
+
+    def make_trainer(model_name: str) -> LocalTrainer:
+        return LocalTrainer(
+            model_name,
+            data.train_images[train_idx],
+            data.train_labels[train_idx],
+            holdout_images=data.train_images[holdout_idx],
+            holdout_labels=data.train_labels[holdout_idx],
+            seed=settings.seed * 1000 + (settings.partition or 0),
+        )
+
+    caps = ClientCapabilities(available_samples=len(train_idx), supported_models=tuple(MODEL_NAMES))
+    options = ClientOptions(
+        client_id=settings.client_id, capabilities=caps, poll_wait_s=settings.poll_wait_s
+    )
+    api = GrpcCoordinatorClient(settings.coordinator, retry=settings.retry, seed=settings.seed)
+    return ClientRuntime(api, make_trainer, options)
+
+
+def fetch_status(target: str, *, timeout_s: float = 5.0) -> TrainingStatus:
+    """One status call with a short retry budget (for ``fedlearn status`` and ``run``)."""
+    retry = RetryPolicy(initial_s=0.1, max_delay_s=1.0, total_s=timeout_s)
+    with GrpcCoordinatorClient(target, retry=retry, call_timeout_s=timeout_s) as api:
+        return api.status()
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    rounds: tuple[RoundRecord, ...]
+    final_weights: dict[str, np.ndarray]
+    model_name: str
+
+
+def read_run(database_url: str, model_dir: Path, run_id: str) -> RunResult:
+    """The stored rounds of a run and its latest global model."""
+    runs = SqlRunStore(make_engine(database_url))
+    run = runs.get_run(run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id!r} in {database_url}")
+    rounds = tuple(runs.list_rounds(run_id))
+    done = [r for r in rounds if r.global_model_path is not None]
+    if not done:
+        raise NotFoundError(f"run {run_id!r} has no stored global model")
+    payload = FileModelStore(model_dir).get(done[-1].global_model_path or "")
+    weights = {k: np.array(v) for k, v in decode_weights(payload).tensors.items()}
+    return RunResult(rounds, weights, run.model_name)

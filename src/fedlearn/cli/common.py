@@ -1,0 +1,61 @@
+"""Option types shared by several commands."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+__all__ = [
+    "CacheDirOpt",
+    "CoordinatorOpt",
+    "DataDirOpt",
+    "DatasetOpt",
+    "LogLevelOpt",
+    "default_cache_dir",
+    "setup_logging",
+]
+
+CoordinatorOpt = Annotated[
+    str,
+    typer.Option(
+        "--coordinator", envvar="FEDLEARN_COORDINATOR", help="Coordinator address host:port."
+    ),
+]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="Named data set: mnist or fashion.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder with IDX files (train-*/t10k-*, raw or .gz)."),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        envvar="FEDLEARN_CACHE_DIR",
+        help="Where downloaded MNIST files are kept [default: ~/.cache/fedlearn/mnist].",
+    ),
+]
+LogLevelOpt = Annotated[
+    str, typer.Option("--log-level", envvar="FEDLEARN_LOG_LEVEL", help="Logging level.")
+]
+
+
+def default_cache_dir(given: Path | None) -> Path:
+    return given if given is not None else Path.home() / ".cache" / "fedlearn" / "mnist"
+
+
+def setup_logging(level: str, *, plain: bool = False) -> None:
+    """Configure the root logger once, for a process started from the CLI."""
+    handler: logging.Handler
+    if plain:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler = RichHandler(console=Console(stderr=True), show_path=False)
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)

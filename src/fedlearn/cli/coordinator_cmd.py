@@ -1,0 +1,167 @@
+"""``fedlearn coordinator``: serve a federated run over gRPC."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fedlearn.bootstrap import CoordinatorSettings, DataSettings, build_coordinator
+from fedlearn.cli.common import CacheDirOpt, LogLevelOpt, default_cache_dir, setup_logging
+from fedlearn.core.strategy import make_strategy
+from fedlearn.core.types import RoundConfig
+from fedlearn.service.messages import CoordinatorConfig
+from fedlearn.transport.server import ServerOptions
+
+__all__ = ["coordinator"]
+
+logger = logging.getLogger(__name__)
+MiB = 1 << 20
+
+
+def coordinator(
+    address: Annotated[
+        str,
+        typer.Option(envvar="FEDLEARN_ADDRESS", help="host:port to bind (port 0: any free port)."),
+    ] = "127.0.0.1:50051",
+    port_file: Annotated[
+        Path | None, typer.Option(help="Write the bound port to this file once serving.")
+    ] = None,
+    database_url: Annotated[
+        str,
+        typer.Option(
+            envvar="FEDLEARN_DATABASE_URL",
+            help="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host/db.",
+        ),
+    ] = "sqlite:///fedlearn-state/fedlearn.db",
+    model_dir: Annotated[
+        Path,
+        typer.Option(
+            envvar="FEDLEARN_MODEL_DIR", help="Folder of the model store (global models, updates)."
+        ),
+    ] = Path("fedlearn-state/models"),
+    run_id: Annotated[
+        str,
+        typer.Option(
+            envvar="FEDLEARN_RUN_ID", help="Run name; restarting with the same name resumes it."
+        ),
+    ] = "default",
+    model: Annotated[str, typer.Option(help="Model: cnn or mlp.")] = "cnn",
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds to complete.")] = 10,
+    min_clients: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Clients needed to open a round, and updates needed to close one at its deadline.",
+        ),
+    ] = 2,
+    clients_per_round: Annotated[
+        int | None, typer.Option(min=1, help="Clients sampled per round [default: all registered].")
+    ] = None,
+    fraction: Annotated[
+        float | None,
+        typer.Option(min=0.0, max=1.0, help="Fraction of registered clients sampled per round."),
+    ] = None,
+    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Client learning rate (SGD).")] = 0.05,
+    round_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1,
+            help="Seconds before an open round closes (with >= min-clients updates) or fails.",
+        ),
+    ] = 300.0,
+    strategy: Annotated[str, typer.Option(help="fedavg, or fedavgm (server momentum).")] = "fedavg",
+    server_lr: Annotated[
+        float, typer.Option(help="Server learning rate applied to the mean update.")
+    ] = 1.0,
+    server_momentum: Annotated[float, typer.Option(help="Momentum of fedavgm.")] = 0.9,
+    seed: Annotated[
+        int, typer.Option(help="Seed of client sampling and model initialisation.")
+    ] = 0,
+    keep_updates: Annotated[
+        bool, typer.Option(help="Keep every client update blob after its round closes.")
+    ] = False,
+    test_dataset: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate each global model on this data set's test split (mnist or fashion)."
+        ),
+    ] = None,
+    test_data_dir: Annotated[
+        Path | None, typer.Option(help="IDX folder of the server-side test set.")
+    ] = None,
+    cache_dir: CacheDirOpt = None,
+    no_download: Annotated[
+        bool, typer.Option("--no-download", help="Never try to download MNIST.")
+    ] = False,
+    max_message_mb: Annotated[
+        int,
+        typer.Option(min=1, help="gRPC message size limit (MiB); weights are chunked below it."),
+    ] = 4,
+    max_workers: Annotated[int, typer.Option(min=4, help="gRPC worker threads.")] = 64,
+    linger: Annotated[
+        float,
+        typer.Option(
+            help="Seconds to keep serving after the run ends, until every client was told."
+        ),
+    ] = 10.0,
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Serve a federated training run: register clients, run rounds, aggregate with FedAvg."""
+    setup_logging(log_level, plain=True)
+    run = CoordinatorConfig(
+        run_id=run_id,
+        model_name=model,
+        num_rounds=rounds,
+        min_clients=min_clients,
+        clients_per_round=clients_per_round,
+        fraction=fraction,
+        round_config=RoundConfig(
+            local_epochs=local_epochs, batch_size=batch_size, learning_rate=lr
+        ),
+        round_timeout_s=round_timeout,
+        seed=seed,
+        keep_updates=keep_updates,
+        strategy=make_strategy(strategy, server_lr=server_lr, momentum=server_momentum),
+    )
+    test = None
+    if test_dataset is not None:
+        test = DataSettings(
+            dataset=test_dataset,
+            data_dir=test_data_dir,
+            cache_dir=default_cache_dir(cache_dir),
+            allow_download=not no_download,
+        )
+    settings = CoordinatorSettings(
+        server=ServerOptions(
+            address=address, max_workers=max_workers, max_message_bytes=max_message_mb * MiB
+        ),
+        database_url=database_url,
+        model_dir=model_dir,
+        run=run,
+        test_data=test,
+        model_seed=seed,
+    )
+    service, server = build_coordinator(settings)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    server.start()
+    if port_file is not None:
+        port_file.write_text(f"{server.port}\n")
+    try:
+        server.wait_until_finished()
+        logger.info("run %s is over; serving %.0f s more so clients learn it", run_id, linger)
+        end = time.monotonic() + linger
+        while time.monotonic() < end and not service.all_clients_released:
+            time.sleep(0.1)
+    finally:
+        server.stop()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,33 @@
+"""``fedlearn db``: database schema migrations."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fedlearn.persistence.engine import make_engine
+from fedlearn.persistence.migrate import current_revision, head_revision, upgrade
+
+__all__ = ["db_app"]
+
+db_app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
+
+DatabaseUrlOpt = Annotated[
+    str,
+    typer.Option(envvar="FEDLEARN_DATABASE_URL", help="SQLAlchemy URL of the database."),
+]
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: DatabaseUrlOpt = "sqlite:///fedlearn-state/fedlearn.db") -> None:
+    """Bring the schema up to this version of fedlearn."""
+    upgrade(database_url)
+    typer.echo(f"schema at {head_revision()}")
+
+
+@db_app.command("current")
+def db_current(database_url: DatabaseUrlOpt = "sqlite:///fedlearn-state/fedlearn.db") -> None:
+    """Print the schema revision of the database."""
+    revision = current_revision(make_engine(database_url))
+    typer.echo(f"{revision or 'empty'} (this fedlearn needs {head_revision()})")

@@ -1,0 +1,99 @@
+"""Child processes of ``fedlearn run``: started together, stopped together."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from fedlearn.errors import FedLearnError
+
+__all__ = ["ProcessGroup", "fedlearn_command"]
+
+
+def fedlearn_command(*args: object) -> list[str]:
+    """The command line that runs ``fedlearn ARGS`` with this interpreter."""
+    return [sys.executable, "-m", "fedlearn", *(str(a) for a in args)]
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+
+class ProcessGroup:
+    """Starts named children with their output in ``logs/NAME.log``; ends them all."""
+
+    def __init__(self, log_dir: Path, *, env: dict[str, str] | None = None) -> None:
+        self._log_dir = log_dir
+        self._env = env
+        self._children: list[_Child] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, command: list[str]) -> None:
+        log_path = self._log_dir / f"{name}.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self._env,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop the children
+        )
+        self._children.append(_Child(name, process, log_path, log))
+
+    def failed(self) -> list[str]:
+        """Children that exited with an error, with where to read why."""
+        return [
+            f"{c.name} exited with code {c.process.returncode} (see {c.log_path})"
+            for c in self._children
+            if c.process.poll() not in (None, 0)
+        ]
+
+    def running(self, name: str) -> bool:
+        return any(c.name == name and c.process.poll() is None for c in self._children)
+
+    def wait(self, *, timeout_s: float) -> None:
+        """Wait for every child to exit; raise if one failed or time ran out."""
+        end = time.monotonic() + timeout_s
+        for child in self._children:
+            remaining = max(0.0, end - time.monotonic())
+            try:
+                child.process.wait(remaining)
+            except subprocess.TimeoutExpired as exc:
+                raise FedLearnError(
+                    f"{child.name} still running after {timeout_s:.0f} s (see {child.log_path})"
+                ) from exc
+        problems = self.failed()
+        if problems:
+            raise FedLearnError("; ".join(problems))
+
+    def stop(self, *, grace_s: float = 5.0) -> None:
+        """SIGTERM every child still running, then SIGKILL what is left after ``grace_s``."""
+        alive = [c for c in self._children if c.process.poll() is None]
+        for child in alive:
+            _signal(child.process, signal.SIGTERM)
+        end = time.monotonic() + grace_s
+        for child in alive:
+            try:
+                child.process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(child.process, signal.SIGKILL)
+                child.process.wait()
+        for child in self._children:
+            child.log.close()
+
+
+def _signal(process: subprocess.Popen[bytes], sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)

@@ -1,0 +1,235 @@
+"""``fedlearn run``: a whole local federation, a coordinator and N client processes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedlearn.bootstrap import DataSettings, fetch_status, load_data, read_run
+from fedlearn.cli.common import (
+    CacheDirOpt,
+    DataDirOpt,
+    DatasetOpt,
+    LogLevelOpt,
+    default_cache_dir,
+    setup_logging,
+)
+from fedlearn.cli.processes import ProcessGroup, fedlearn_command
+from fedlearn.cli.report import round_rows, rounds_table, write_plot, write_summary
+from fedlearn.data.bundled import BUNDLED_SOURCE
+from fedlearn.errors import FedLearnError, TransportError
+from fedlearn.models.checkpoint import save_model_file
+from fedlearn.service.messages import RunState
+
+__all__ = ["run"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    clients: int
+    rounds: int
+    out: Path
+    run_id: str
+    database_url: str
+    model_dir: Path
+    coordinator_args: tuple[object, ...]
+    client_args: tuple[object, ...]
+
+
+def run(
+    clients: Annotated[int, typer.Option(min=1, help="Client processes to start.")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds to train.")] = 20,
+    model: Annotated[str, typer.Option(help="cnn or mlp.")] = "cnn",
+    dataset: DatasetOpt = "mnist",
+    data_dir: DataDirOpt = None,
+    cache_dir: CacheDirOpt = None,
+    partitioner: Annotated[
+        str, typer.Option(help="iid, shards (2 label shards per client) or dirichlet.")
+    ] = "shards",
+    alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
+    local_epochs: Annotated[int, typer.Option(min=1)] = 2,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(min=0.0, help="Client SGD learning rate.")] = 0.05,
+    strategy: Annotated[
+        str, typer.Option(help="fedavg, or fedavgm (server momentum).")
+    ] = "fedavgm",
+    server_momentum: Annotated[float, typer.Option(help="Momentum of fedavgm.")] = 0.8,
+    server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 1.0,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=0.9, help="Fraction of each client's data kept for its own evaluation."
+        ),
+    ] = 0.0,
+    round_timeout: Annotated[
+        float, typer.Option(help="Seconds before an open round closes or fails.")
+    ] = 300.0,
+    seed: Annotated[int, typer.Option(help="Seed of partition, sampling and initialisation.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="PyTorch threads per client process.")] = 1,
+    out: Annotated[
+        Path, typer.Option(help="Folder for summary.json, global_model.pt, accuracy.png, logs.")
+    ] = Path("fedlearn-run"),
+    log_level: LogLevelOpt = "info",
+) -> None:
+    """Run a local federation on 127.0.0.1 and save its results to --out."""
+    setup_logging(log_level)
+    console = Console()
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(DataSettings(dataset, data_dir, default_cache_dir(cache_dir)))
+    console.print(
+        f"data: {dataset} from {data.source}: {len(data.train_labels)} training images "
+        f"for {clients} clients ({partitioner}), {len(data.test_labels)} test images"
+    )
+    data_args: list[object] = ["--dataset", dataset, "--cache-dir", default_cache_dir(cache_dir)]
+    if data_dir is not None:
+        data_args += ["--data-dir", data_dir]
+    if data.source == BUNDLED_SOURCE:
+        data_args.append("--no-download")
+    run_id = time.strftime("run-%Y%m%d-%H%M%S")
+    state = out / "state"
+    plan = _Plan(
+        clients=clients,
+        rounds=rounds,
+        out=out,
+        run_id=run_id,
+        database_url=f"sqlite:///{state / 'fedlearn.db'}",
+        model_dir=state / "models",
+        coordinator_args=(
+            "--run-id", run_id, "--model", model, "--rounds", rounds,
+            "--min-clients", clients, "--local-epochs", local_epochs,
+            "--batch-size", batch_size, "--lr", lr, "--strategy", strategy,
+            "--server-momentum", server_momentum, "--server-lr", server_lr,
+            "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
+            "--test-dataset", dataset,
+            *(["--test-data-dir", data_dir] if data_dir is not None else []),
+            *data_args[2:],
+        ),
+        client_args=(
+            *data_args, "--num-partitions", clients, "--partitioner", partitioner,
+            "--alpha", alpha, "--seed", seed, "--holdout", holdout, "--threads", threads,
+            "--log-level", log_level,
+        ),
+    )  # fmt: skip
+    started = time.monotonic()
+    _run_processes(plan, console)
+    _finish(plan, console, seconds=time.monotonic() - started, config=_config(locals()))
+
+
+def _config(values: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
+        "batch_size", "lr", "strategy", "server_momentum", "server_lr", "holdout", "seed",
+        "threads",
+    )  # fmt: skip
+    return {k: values[k] for k in keys}
+
+
+def _run_processes(plan: _Plan, console: Console) -> None:
+    group = ProcessGroup(plan.out / "logs")
+    port_file = plan.out / "state" / f"{plan.run_id}.port"
+    port_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        group.start(
+            "coordinator",
+            fedlearn_command(
+                "coordinator", "--address", "127.0.0.1:0", "--port-file", port_file,
+                "--database-url", plan.database_url, "--model-dir", plan.model_dir,
+                *plan.coordinator_args,
+            ),
+        )  # fmt: skip
+        target = f"127.0.0.1:{_wait_for_port(port_file, group)}"
+        console.print(f"coordinator on {target}; starting {plan.clients} clients")
+        for k in range(plan.clients):
+            name = f"client-{k:02d}"
+            group.start(
+                name,
+                fedlearn_command(
+                    "client", "--coordinator", target, "--client-id", name,
+                    "--partition", k, *plan.client_args,
+                ),
+            )  # fmt: skip
+        _monitor(target, group, plan, console)
+        group.wait(timeout_s=60)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: stopping every process[/]")
+        raise typer.Exit(130) from None
+    finally:
+        group.stop()
+
+
+def _wait_for_port(port_file: Path, group: ProcessGroup, *, timeout_s: float = 120) -> int:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if port_file.exists() and port_file.read_text().strip():
+            return int(port_file.read_text())
+        if not group.running("coordinator"):
+            raise FedLearnError("the coordinator did not start: " + "; ".join(group.failed()))
+        time.sleep(0.1)
+    raise FedLearnError(f"the coordinator did not report its port within {timeout_s:.0f} s")
+
+
+def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) -> None:
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} rounds"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("waiting for clients", total=plan.rounds)
+        while True:
+            if group.failed():
+                raise FedLearnError("; ".join(group.failed()))
+            try:
+                status = fetch_status(target, timeout_s=5.0)
+            except TransportError:
+                if not group.running("coordinator"):
+                    return
+                continue
+            done = [r for r in status.rounds if r.status == "completed" and r.round_number > 0]
+            accuracy = done[-1].accuracy if done else None
+            progress.update(
+                bar,
+                completed=status.completed_rounds,
+                description=(
+                    f"round {status.current_round}: {status.updates_received}/"
+                    f"{status.updates_expected} updates, {len(status.clients)} clients"
+                    + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
+                ),
+            )
+            if status.state in (RunState.FINISHED, RunState.FAILED):
+                if status.state is RunState.FAILED:
+                    raise FedLearnError("the run failed: too many rounds in a row failed")
+                return
+            time.sleep(0.5)
+
+
+def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, Any]) -> None:
+    result = read_run(plan.database_url, plan.model_dir, plan.run_id)
+    rows = round_rows(result.rounds)
+    model_path = plan.out / "global_model.pt"
+    save_model_file(
+        model_path,
+        model_name=result.model_name,
+        weights=result.final_weights,
+        metadata={"run_id": plan.run_id, "rounds": len(rows)},
+    )
+    summary = write_summary(
+        plan.out / "summary.json",
+        config=config,
+        rows=rows,
+        extra={"run_id": plan.run_id, "wall_seconds": seconds},
+    )
+    write_plot(plan.out / "accuracy.png", rows, title=f"fedlearn {plan.run_id}")
+    console.print(rounds_table(rows))
+    final = summary["final_accuracy"]
+    console.print(
+        f"final accuracy {final:.4f} after {len(rows)} rounds in {seconds:.1f} s; "
+        f"results in {plan.out}/ (summary.json, global_model.pt, accuracy.png, logs/)"
+    )

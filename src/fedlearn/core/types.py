@@ -1,0 +1,157 @@
+"""Plain data shared by every layer: frozen, slotted dataclasses, numpy weights."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "ClientCapabilities",
+    "ClientRecord",
+    "ComputePowerLevel",
+    "EvalResult",
+    "PrivacyConfig",
+    "RoundConfig",
+    "RoundRecord",
+    "RoundStatus",
+    "RunRecord",
+    "TensorSpec",
+    "UpdateRecord",
+    "Weights",
+]
+
+Weights = Mapping[str, npt.NDArray[np.generic]]
+"""A model's parameters by name, in the model's own order."""
+
+
+class ComputePowerLevel(enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyConfig:
+    """A client's differential-privacy settings (the design's ``PrivacyConfig``)."""
+
+    epsilon: float = 0.0
+    delta: float = 0.0
+    max_grad_norm: float = 0.0
+    noise_multiplier: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCapabilities:
+    """What a client says about itself when it registers."""
+
+    compute_power: ComputePowerLevel = ComputePowerLevel.MEDIUM
+    network_bandwidth_mbps: int = 0
+    available_samples: int = 0
+    supported_models: tuple[str, ...] = ()
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """Name, shape and dtype of one tensor of a model."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True, slots=True)
+class RoundConfig:
+    """What a selected client is asked to do in one round."""
+
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class EvalResult:
+    """Accuracy (a fraction) and mean loss of a model on some samples."""
+
+    accuracy: float
+    loss: float
+    samples: int
+
+
+class RoundStatus(enum.Enum):
+    OPEN = "open"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One federated training run: a model trained over numbered rounds."""
+
+    run_id: str
+    model_name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    run_id: str
+    capabilities: ClientCapabilities
+    registered_at: float
+    last_seen_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """A training round as stored; metrics are ``None`` until the round completes."""
+
+    run_id: str
+    round_number: int
+    status: RoundStatus
+    selected_clients: tuple[str, ...]
+    config: RoundConfig
+    started_at: float
+    deadline_at: float
+    base_model_path: str | None = None
+    global_model_path: str | None = None
+    server_state_path: str | None = None
+    participating_clients: int = 0
+    completed_at: float | None = None
+    accuracy: float | None = None
+    loss: float | None = None
+    client_eval_accuracy: float | None = None
+    client_eval_loss: float | None = None
+    training_loss: float | None = None
+    update_norm: float | None = None
+    model_delta_norm: float | None = None
+    convergence_score: float | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRecord:
+    """One accepted client update as stored."""
+
+    run_id: str
+    update_id: str
+    client_id: str
+    round_number: int
+    model_update_path: str | None
+    num_samples: int
+    training_loss: float
+    submitted_at: float
+    eval_accuracy: float | None = None
+    eval_loss: float | None = None
+    eval_samples: int = 0
+    privacy_budget_used: float = 0.0
+    compression_ratio: float = 1.0
+    wire_bytes: int = 0
+    update_norm: float = 0.0
+    train_seconds: float = 0.0

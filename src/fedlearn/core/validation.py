@@ -1,0 +1,64 @@
+"""Checks an update must pass before it may touch the aggregate."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedlearn.core.serialization import DecodedWeights
+from fedlearn.core.types import TensorSpec
+from fedlearn.errors import UpdateRejectedError
+
+__all__ = ["ValidatedUpdate", "validate_metrics", "validate_update"]
+
+
+@dataclass(frozen=True, slots=True)
+class ValidatedUpdate:
+    """A flat float32 update that matches the model and holds only finite values."""
+
+    vector: npt.NDArray[np.float32]
+    norm: float
+
+
+def _compare_specs(got: Sequence[TensorSpec], expected: Sequence[TensorSpec]) -> None:
+    got_names = [s.name for s in got]
+    expected_names = [s.name for s in expected]
+    if got_names != expected_names:
+        missing = sorted(set(expected_names) - set(got_names))
+        extra = sorted(set(got_names) - set(expected_names))
+        raise UpdateRejectedError(
+            "wrong_tensors",
+            f"update tensors do not match the model (missing {missing}, unexpected {extra})",
+        )
+    for g, e in zip(got, expected, strict=True):
+        if g.shape != e.shape:
+            raise UpdateRejectedError(
+                "wrong_shape", f"tensor {g.name!r} has shape {g.shape}, the model has {e.shape}"
+            )
+        if g.dtype != e.dtype:
+            raise UpdateRejectedError(
+                "wrong_dtype", f"tensor {g.name!r} has dtype {g.dtype}, the model has {e.dtype}"
+            )
+
+
+def validate_update(decoded: DecodedWeights, expected: Sequence[TensorSpec]) -> ValidatedUpdate:
+    """Reject an update whose tensors differ from ``expected`` or are not finite."""
+    _compare_specs(decoded.specs, expected)
+    vector = decoded.flat("float32")
+    if not np.isfinite(vector).all():
+        bad = int(np.count_nonzero(~np.isfinite(vector)))
+        raise UpdateRejectedError("non_finite", f"update holds {bad} NaN or infinite values")
+    norm = math.sqrt(float(np.dot(vector.astype(np.float64), vector.astype(np.float64))))
+    return ValidatedUpdate(vector=vector, norm=norm)  # type: ignore[arg-type]
+
+
+def validate_metrics(*, num_samples: int, training_loss: float) -> None:
+    """Reject metrics that would corrupt the weighted mean or the records."""
+    if num_samples <= 0:
+        raise UpdateRejectedError("bad_num_samples", f"num_samples must be > 0, got {num_samples}")
+    if not math.isfinite(training_loss):
+        raise UpdateRejectedError("non_finite", f"training_loss is not finite: {training_loss}")

@@ -1,0 +1,75 @@
+"""The fedlearn error tree.
+
+Every error fedlearn raises on purpose derives from :class:`FedLearnError`;
+third-party errors are translated at the edges with ``raise ... from exc``::
+
+    FedLearnError
+    ├── ConfigError             settings that cannot work together
+    ├── DataError               a data set that is missing, corrupt or empty
+    │   └── ChecksumError       a downloaded file whose SHA-256 does not match
+    ├── NotFoundError           an unknown client, round, run or model
+    ├── ConflictError           a request that does not fit the current state
+    │   └── StaleRoundError     an update for a round that is not open
+    ├── UpdateRejectedError     an update that fails validation (``reason`` says why)
+    ├── StorageError            the database or model store failed
+    └── TransportError          the coordinator could not be reached
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChecksumError",
+    "ConfigError",
+    "ConflictError",
+    "DataError",
+    "FedLearnError",
+    "NotFoundError",
+    "StaleRoundError",
+    "StorageError",
+    "TransportError",
+    "UpdateRejectedError",
+]
+
+
+class FedLearnError(Exception):
+    """Root of every error fedlearn raises on purpose."""
+
+
+class ConfigError(FedLearnError):
+    """Settings that cannot work together."""
+
+
+class DataError(FedLearnError):
+    """A data set that is missing, corrupt or empty."""
+
+
+class ChecksumError(DataError):
+    """A file whose SHA-256 digest differs from the expected one."""
+
+
+class NotFoundError(FedLearnError):
+    """An unknown client, round, run or stored object."""
+
+
+class ConflictError(FedLearnError):
+    """A request that does not fit the current state (for example a duplicate)."""
+
+
+class StaleRoundError(ConflictError):
+    """An update or request for a round that is not the open one."""
+
+
+class UpdateRejectedError(FedLearnError):
+    """An update that fails validation; ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class StorageError(FedLearnError):
+    """The database or the model store failed."""
+
+
+class TransportError(FedLearnError):
+    """The coordinator could not be reached or answered with an error."""

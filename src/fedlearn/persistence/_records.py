@@ -1,0 +1,218 @@
+"""Records to rows and back, and what every ``RunStore`` backend checks before storing.
+
+The in-memory store calls the same ``prepare_*`` functions as the SQL store,
+so an over-long id or a NaN fails the same way (``StorageError``) on every
+backend, and what is stored reads back the same everywhere: tuples for
+sequences, ``None`` for a NaN optional metric (SQLite turns NaN into NULL).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from fedlearn.core.types import (
+    ClientCapabilities,
+    ClientRecord,
+    ComputePowerLevel,
+    PrivacyConfig,
+    RoundConfig,
+    RoundRecord,
+    RoundStatus,
+    RunRecord,
+    UpdateRecord,
+)
+from fedlearn.errors import StorageError
+from fedlearn.persistence.tables import ID_LENGTH, NAME_LENGTH, PATH_LENGTH
+
+__all__ = [
+    "client_from_row",
+    "client_to_row",
+    "prepare_client",
+    "prepare_round",
+    "prepare_run",
+    "prepare_update",
+    "round_from_row",
+    "round_to_row",
+    "run_from_row",
+    "run_to_row",
+    "update_from_row",
+    "update_to_row",
+]
+
+Row = Mapping[Any, Any]
+_Record = TypeVar("_Record", RunRecord, ClientRecord, RoundRecord, UpdateRecord, RoundConfig)
+
+
+def _check_length(what: str, value: str | None, limit: int) -> None:
+    if value is not None and len(value) > limit:
+        raise StorageError(f"{what} is {len(value)} characters long; the limit is {limit}")
+
+
+def _without_nan(record: _Record) -> _Record:
+    """NaN in an optional float (default ``None``) becomes ``None``, as SQLite stores it;
+    NaN anywhere else is refused, since SQLite cannot store it in a NOT NULL column."""
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(record):
+        value = getattr(record, field.name)
+        if isinstance(value, float) and math.isnan(value):
+            if field.default is not None:
+                name = type(record).__name__
+                raise StorageError(f"{name}.{field.name} is NaN, which cannot be stored")
+            changes[field.name] = None
+    return dataclasses.replace(record, **changes) if changes else record
+
+
+def prepare_run(run: RunRecord) -> RunRecord:
+    """The run as every backend stores it; ``StorageError`` if it cannot be stored."""
+    _check_length("run_id", run.run_id, ID_LENGTH)
+    _check_length("model_name", run.model_name, NAME_LENGTH)
+    return _without_nan(run)
+
+
+def prepare_client(client: ClientRecord) -> ClientRecord:
+    """The client as every backend stores it; ``StorageError`` if it cannot be stored."""
+    _check_length("run_id", client.run_id, ID_LENGTH)
+    _check_length("client_id", client.client_id, ID_LENGTH)
+    caps = client.capabilities
+    privacy = caps.privacy
+    for name in ("epsilon", "delta", "max_grad_norm", "noise_multiplier"):
+        if math.isnan(getattr(privacy, name)):
+            raise StorageError(f"PrivacyConfig.{name} is NaN, which cannot be stored")
+    if not isinstance(caps.supported_models, tuple):
+        caps = dataclasses.replace(caps, supported_models=tuple(caps.supported_models))
+        client = dataclasses.replace(client, capabilities=caps)
+    return _without_nan(client)
+
+
+def prepare_round(round_: RoundRecord) -> RoundRecord:
+    """The round as every backend stores it; ``StorageError`` if it cannot be stored."""
+    _check_length("run_id", round_.run_id, ID_LENGTH)
+    _check_length("base_model_path", round_.base_model_path, PATH_LENGTH)
+    _check_length("global_model_path", round_.global_model_path, PATH_LENGTH)
+    _check_length("server_state_path", round_.server_state_path, PATH_LENGTH)
+    _without_nan(round_.config)
+    if not isinstance(round_.selected_clients, tuple):
+        round_ = dataclasses.replace(round_, selected_clients=tuple(round_.selected_clients))
+    return _without_nan(round_)
+
+
+def prepare_update(update: UpdateRecord) -> UpdateRecord:
+    """The update as every backend stores it; ``StorageError`` if it cannot be stored."""
+    _check_length("run_id", update.run_id, ID_LENGTH)
+    _check_length("update_id", update.update_id, ID_LENGTH)
+    _check_length("client_id", update.client_id, ID_LENGTH)
+    _check_length("model_update_path", update.model_update_path, PATH_LENGTH)
+    return _without_nan(update)
+
+
+def run_to_row(run: RunRecord) -> dict[str, Any]:
+    return {"run_id": run.run_id, "model_name": run.model_name, "created_at": run.created_at}
+
+
+def run_from_row(row: Row) -> RunRecord:
+    return RunRecord(row["run_id"], row["model_name"], created_at=row["created_at"])
+
+
+def client_to_row(client: ClientRecord) -> dict[str, Any]:
+    caps = client.capabilities
+    return {
+        "run_id": client.run_id,
+        "client_id": client.client_id,
+        "compute_power": caps.compute_power.value,
+        "network_bandwidth_mbps": caps.network_bandwidth_mbps,
+        "available_samples": caps.available_samples,
+        "supported_models": list(caps.supported_models),
+        "privacy_epsilon": caps.privacy.epsilon,
+        "privacy_delta": caps.privacy.delta,
+        "privacy_max_grad_norm": caps.privacy.max_grad_norm,
+        "privacy_noise_multiplier": caps.privacy.noise_multiplier,
+        "registered_at": client.registered_at,
+        "last_seen_at": client.last_seen_at,
+    }
+
+
+def client_from_row(row: Row) -> ClientRecord:
+    privacy = PrivacyConfig(
+        epsilon=row["privacy_epsilon"],
+        delta=row["privacy_delta"],
+        max_grad_norm=row["privacy_max_grad_norm"],
+        noise_multiplier=row["privacy_noise_multiplier"],
+    )
+    capabilities = ClientCapabilities(
+        compute_power=ComputePowerLevel(row["compute_power"]),
+        network_bandwidth_mbps=row["network_bandwidth_mbps"],
+        available_samples=row["available_samples"],
+        supported_models=tuple(row["supported_models"]),
+        privacy=privacy,
+    )
+    return ClientRecord(
+        client_id=row["client_id"],
+        run_id=row["run_id"],
+        capabilities=capabilities,
+        registered_at=row["registered_at"],
+        last_seen_at=row["last_seen_at"],
+    )
+
+
+# RoundRecord fields stored in a column of the same name, unchanged.
+_ROUND_PLAIN = (
+    "run_id",
+    "round_number",
+    "started_at",
+    "deadline_at",
+    "base_model_path",
+    "global_model_path",
+    "server_state_path",
+    "participating_clients",
+    "completed_at",
+    "accuracy",
+    "loss",
+    "client_eval_accuracy",
+    "client_eval_loss",
+    "training_loss",
+    "update_norm",
+    "model_delta_norm",
+    "convergence_score",
+    "bytes_up",
+    "bytes_down",
+    "failure_reason",
+)
+
+
+def round_to_row(round_: RoundRecord) -> dict[str, Any]:
+    row = {name: getattr(round_, name) for name in _ROUND_PLAIN}
+    row["status"] = round_.status.value
+    row["selected_clients"] = list(round_.selected_clients)
+    row["local_epochs"] = round_.config.local_epochs
+    row["batch_size"] = round_.config.batch_size
+    row["learning_rate"] = round_.config.learning_rate
+    return row
+
+
+def round_from_row(row: Row) -> RoundRecord:
+    config = RoundConfig(
+        local_epochs=row["local_epochs"],
+        batch_size=row["batch_size"],
+        learning_rate=row["learning_rate"],
+    )
+    return RoundRecord(
+        status=RoundStatus(row["status"]),
+        selected_clients=tuple(row["selected_clients"]),
+        config=config,
+        **{name: row[name] for name in _ROUND_PLAIN},
+    )
+
+
+# UpdateRecord stores every field in a column of the same name.
+_UPDATE_FIELDS = tuple(UpdateRecord.__dataclass_fields__)
+
+
+def update_to_row(update: UpdateRecord) -> dict[str, Any]:
+    return {name: getattr(update, name) for name in _UPDATE_FIELDS}
+
+
+def update_from_row(row: Row) -> UpdateRecord:
+    return UpdateRecord(**{name: row[name] for name in _UPDATE_FIELDS})

@@ -1,0 +1,156 @@
+"""The ``ModelStore`` port: blobs in a folder (``FileModelStore``) or in memory.
+
+Keys are relative POSIX paths (``run/rounds/0003/global.flw``). Both stores
+normalize them the same way (``a/./b`` is ``a/b``) and return the normalized
+key as the blob's path; a key that is empty, absolute, contains ``..``, a
+backslash or a NUL byte is refused with ``StorageError``, so no key can reach
+outside the store's root.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from contextlib import suppress
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from fedlearn.errors import NotFoundError, StorageError
+
+if TYPE_CHECKING:
+    from fedlearn.service.ports import ModelStore
+
+__all__ = ["FileModelStore", "InMemoryModelStore", "normalize_key"]
+
+
+def normalize_key(key: str) -> str:
+    """``key`` as a clean relative POSIX path; ``StorageError`` if it could escape."""
+    if not key or "\\" in key or "\x00" in key:
+        raise StorageError(f"invalid model store key {key!r}")
+    path = PurePosixPath(key)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise StorageError(f"model store key {key!r} must stay inside the store")
+    return path.as_posix()
+
+
+class FileModelStore:
+    """Blobs as files under ``root``, written atomically and durably.
+
+    A write goes to a temporary file in the target's folder, is flushed and
+    fsynced, then renamed over the target, and the folder is fsynced: a reader
+    sees the old blob or the new one, and a crash never leaves a torn file.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def put(self, key: str, data: bytes) -> str:
+        path = normalize_key(key)
+        target = self._file(path)
+        try:
+            self._make_folders(target.parent)
+            _write_atomically(target, data)
+        except OSError as exc:
+            raise StorageError(f"cannot store {path!r} under {self.root}: {exc}") from exc
+        return path
+
+    def get(self, path: str) -> bytes:
+        target = self._file(normalize_key(path))
+        try:
+            return target.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise NotFoundError(f"no blob {path!r} in {self.root}") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot read {path!r} from {self.root}: {exc}") from exc
+
+    def delete(self, path: str) -> None:
+        target = self._file(normalize_key(path))
+        try:
+            target.unlink()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(f"cannot delete {path!r} from {self.root}: {exc}") from exc
+        with suppress(OSError):
+            _fsync_folder(target.parent)
+
+    def _file(self, path: str) -> Path:
+        """The file for a normalized key, refusing symlinks that lead outside the root."""
+        root = self.root.resolve()
+        target = (root / path).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise StorageError(f"model store key {path!r} leads outside {self.root}")
+        return target
+
+    def _make_folders(self, folder: Path) -> None:
+        """Create ``folder`` and fsync the parent of each folder created."""
+        missing: list[Path] = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for created in reversed(missing):
+            with suppress(FileExistsError):
+                created.mkdir()
+            _fsync_folder(created.parent)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(target.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class InMemoryModelStore:
+    """Blobs in a dictionary, for tests and simulation; safe to share between threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blobs: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> str:
+        path = normalize_key(key)
+        with self._lock:
+            self._blobs[path] = bytes(data)
+        return path
+
+    def get(self, path: str) -> bytes:
+        key = normalize_key(path)
+        with self._lock:
+            try:
+                return self._blobs[key]
+            except KeyError:
+                raise NotFoundError(f"no blob {path!r} in memory") from None
+
+    def delete(self, path: str) -> None:
+        key = normalize_key(path)
+        with self._lock:
+            self._blobs.pop(key, None)
+
+    def keys(self) -> list[str]:
+        """Every stored path, sorted (for tests)."""
+        with self._lock:
+            return sorted(self._blobs)
+
+
+if TYPE_CHECKING:
+
+    def _implements_port(files: FileModelStore, memory: InMemoryModelStore) -> list[ModelStore]:
+        return [files, memory]  # mypy checks that both satisfy the protocol

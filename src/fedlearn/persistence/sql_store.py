@@ -1,0 +1,206 @@
+"""``SqlRunStore``: the ``RunStore`` port on SQLite or PostgreSQL.
+
+Each method is one short transaction on its own pooled connection, so the
+store is safe to share between threads (the engine is). Duplicates and
+missing parents are detected by the database's own constraints, which makes
+them race-free: a unique violation becomes ``ConflictError``, a foreign-key
+violation ``NotFoundError``, any other database error ``StorageError``.
+
+Build the engine with :func:`fedlearn.persistence.make_engine` (it turns on
+SQLite's foreign keys, which the ``NotFoundError`` cases rely on) and create
+the schema with :func:`fedlearn.persistence.migrate.upgrade`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from fedlearn.core.types import ClientRecord, RoundRecord, RunRecord, UpdateRecord
+from fedlearn.errors import ConfigError, ConflictError, NotFoundError, StorageError
+from fedlearn.persistence import _records as rec
+from fedlearn.persistence.engine import READ_ONLY, is_shared_connection, make_engine
+from fedlearn.persistence.tables import client_updates, clients, runs, training_rounds
+
+if TYPE_CHECKING:
+    from fedlearn.service.ports import RunStore
+
+__all__ = ["SqlRunStore", "make_engine"]
+
+_UNIQUE = frozenset({"23505", "SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"})
+_FOREIGN_KEY = frozenset({"23503", "SQLITE_CONSTRAINT_FOREIGNKEY"})
+_UPSERT_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Insert]] = {
+    "postgresql": postgresql.insert,
+    "sqlite": sqlite.insert,
+}
+
+
+class SqlRunStore:
+    """Runs, clients, rounds and updates in a SQL database."""
+
+    def __init__(self, engine: Engine) -> None:
+        if engine.dialect.name not in _UPSERT_INSERTS:
+            raise ConfigError(
+                f"SqlRunStore supports SQLite and PostgreSQL, not {engine.dialect.name}"
+            )
+        self._engine = engine
+        # An in-memory SQLite database is one connection: serialize its users.
+        self._lock: AbstractContextManager[Any] = (
+            threading.Lock() if is_shared_connection(engine) else nullcontext()
+        )
+
+    # -- runs ---------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        row = self._one(sa.select(runs).where(runs.c.run_id == run_id))
+        return None if row is None else rec.run_from_row(row)
+
+    def create_run(self, run: RunRecord) -> None:
+        run = rec.prepare_run(run)
+        with self._write(conflict=f"run {run.run_id!r} already exists") as conn:
+            conn.execute(sa.insert(runs), rec.run_to_row(run))
+
+    # -- clients ------------------------------------------------------------------
+
+    def upsert_client(self, client: ClientRecord) -> None:
+        client = rec.prepare_client(client)
+        row = rec.client_to_row(client)
+        insert = _UPSERT_INSERTS[self._engine.dialect.name](clients).values(row)
+        keys = ("run_id", "client_id")
+        stmt = insert.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: insert.excluded[name] for name in row if name not in keys},
+        )
+        with self._write(missing=f"run {client.run_id!r} does not exist") as conn:
+            conn.execute(stmt)
+
+    def get_client(self, run_id: str, client_id: str) -> ClientRecord | None:
+        where = (clients.c.run_id == run_id) & (clients.c.client_id == client_id)
+        row = self._one(sa.select(clients).where(where))
+        return None if row is None else rec.client_from_row(row)
+
+    def list_clients(self, run_id: str) -> Sequence[ClientRecord]:
+        """The run's clients, by client id (code point order, as Python sorts)."""
+        order: sa.ColumnElement[str] = clients.c.client_id
+        if self._engine.dialect.name == "postgresql":
+            order = order.collate("C")  # not the database's locale order
+        stmt = sa.select(clients).where(clients.c.run_id == run_id).order_by(order)
+        return [rec.client_from_row(row) for row in self._all(stmt)]
+
+    # -- rounds -------------------------------------------------------------------
+
+    def create_round(self, round_: RoundRecord) -> None:
+        round_ = rec.prepare_round(round_)
+        with self._write(
+            conflict=f"round {round_.round_number} of run {round_.run_id!r} already exists",
+            missing=f"run {round_.run_id!r} does not exist",
+        ) as conn:
+            conn.execute(sa.insert(training_rounds), rec.round_to_row(round_))
+
+    def save_round(self, round_: RoundRecord) -> None:
+        """Replace a stored round; ``NotFoundError`` if it was never created."""
+        round_ = rec.prepare_round(round_)
+        row = rec.round_to_row(round_)
+        stmt = (
+            sa.update(training_rounds)
+            .where(training_rounds.c.run_id == row.pop("run_id"))
+            .where(training_rounds.c.round_number == row.pop("round_number"))
+            .values(row)
+        )
+        with self._write() as conn:
+            if conn.execute(stmt).rowcount == 0:
+                raise NotFoundError(
+                    f"round {round_.round_number} of run {round_.run_id!r} does not exist"
+                )
+
+    def get_round(self, run_id: str, round_number: int) -> RoundRecord | None:
+        stmt = self._rounds(run_id).where(training_rounds.c.round_number == round_number)
+        row = self._one(stmt)
+        return None if row is None else rec.round_from_row(row)
+
+    def latest_round(self, run_id: str) -> RoundRecord | None:
+        stmt = self._rounds(run_id).order_by(training_rounds.c.round_number.desc()).limit(1)
+        row = self._one(stmt)
+        return None if row is None else rec.round_from_row(row)
+
+    def list_rounds(self, run_id: str) -> Sequence[RoundRecord]:
+        stmt = self._rounds(run_id).order_by(training_rounds.c.round_number)
+        return [rec.round_from_row(row) for row in self._all(stmt)]
+
+    @staticmethod
+    def _rounds(run_id: str) -> sa.Select[Any]:
+        return sa.select(training_rounds).where(training_rounds.c.run_id == run_id)
+
+    # -- updates ------------------------------------------------------------------
+
+    def add_update(self, update: UpdateRecord) -> None:
+        """Store an update; ``NotFoundError`` if its round does not exist."""
+        update = rec.prepare_update(update)
+        with self._write(
+            conflict=f"update {update.update_id!r} of run {update.run_id!r} already exists",
+            missing=f"round {update.round_number} of run {update.run_id!r} does not exist",
+        ) as conn:
+            conn.execute(sa.insert(client_updates), rec.update_to_row(update))
+
+    def get_update(self, run_id: str, update_id: str) -> UpdateRecord | None:
+        where = (client_updates.c.run_id == run_id) & (client_updates.c.update_id == update_id)
+        row = self._one(sa.select(client_updates).where(where))
+        return None if row is None else rec.update_from_row(row)
+
+    def list_updates(self, run_id: str, round_number: int) -> Sequence[UpdateRecord]:
+        stmt = (
+            sa.select(client_updates)
+            .where(client_updates.c.run_id == run_id)
+            .where(client_updates.c.round_number == round_number)
+            .order_by(client_updates.c.id)
+        )
+        return [rec.update_from_row(row) for row in self._all(stmt)]
+
+    # -- transactions -------------------------------------------------------------
+
+    @contextmanager
+    def _write(
+        self, *, conflict: str | None = None, missing: str | None = None
+    ) -> Iterator[Connection]:
+        try:
+            with self._lock, self._engine.begin() as conn:
+                yield conn
+        except sa.exc.IntegrityError as exc:
+            code = _error_code(exc)
+            if conflict is not None and code in _UNIQUE:
+                raise ConflictError(conflict) from exc
+            if missing is not None and code in _FOREIGN_KEY:
+                raise NotFoundError(missing) from exc
+            raise StorageError(f"the database refused the write: {exc.orig}") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"database write failed: {exc}") from exc
+
+    def _one(self, stmt: sa.Select[Any]) -> sa.RowMapping | None:
+        rows = self._all(stmt)
+        return rows[0] if rows else None
+
+    def _all(self, stmt: sa.Select[Any]) -> Sequence[sa.RowMapping]:
+        try:
+            with self._lock, self._engine.connect() as conn:
+                conn.execution_options(**READ_ONLY)
+                return conn.execute(stmt).mappings().all()
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"database read failed: {exc}") from exc
+
+
+def _error_code(exc: sa.exc.IntegrityError) -> str:
+    """The SQLSTATE (PostgreSQL) or extended result name (SQLite) of a violation."""
+    orig = exc.orig
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", ""))
+
+
+if TYPE_CHECKING:
+
+    def _implements_port(store: SqlRunStore) -> RunStore:
+        return store  # mypy checks that the class satisfies the protocol

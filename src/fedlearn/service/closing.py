@@ -1,0 +1,94 @@
+"""Closing a round: aggregate, step the strategy, store, evaluate, record.
+
+A round either completes (a new global model is stored before the round row
+says so) or fails (the global model stays as it was). If the process dies
+half-way, the round row is still ``open`` and a restart redoes the close.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from fedlearn.core.metrics import convergence_metrics
+from fedlearn.core.strategy import Strategy
+from fedlearn.core.types import RoundStatus
+from fedlearn.errors import ConflictError
+from fedlearn.service.model_state import GlobalModel
+from fedlearn.service.open_round import OpenRound
+from fedlearn.service.ports import Evaluator, ModelStore, RunStore
+
+__all__ = ["close_round", "fail_round"]
+
+logger = logging.getLogger(__name__)
+
+
+def close_round(
+    open_: OpenRound,
+    current: GlobalModel,
+    *,
+    strategy: Strategy,
+    runs: RunStore,
+    models: ModelStore,
+    evaluator: Evaluator | None,
+    now: float,
+    key_prefix: str,
+    keep_updates: bool,
+) -> GlobalModel | None:
+    """Complete the round and return the new global model, or fail it and return None."""
+    try:
+        mean_delta = open_.aggregator.mean()
+        step = strategy.step(current.vector, mean_delta, current.server_state)
+        if not np.isfinite(step.weights).all():
+            raise ConflictError("the new global model is not finite")
+    except ConflictError as exc:
+        fail_round(open_, f"aggregation failed: {exc}", runs=runs, models=models, now=now)
+        return None
+    new = GlobalModel.from_vector(
+        open_.number,
+        step.weights,
+        specs=current.specs,
+        store=models,
+        key_prefix=key_prefix,
+        server_state=step.state,
+    )
+    result = evaluator.evaluate(new.weights()) if evaluator is not None else None
+    metrics = convergence_metrics(current.vector, new.vector, mean_delta)
+    record = open_.closed(
+        status=RoundStatus.COMPLETED,
+        completed_at=now,
+        global_model_path=new.path,
+        server_state_path=new.server_state_path,
+        accuracy=result.accuracy if result else None,
+        loss=result.loss if result else None,
+        update_norm=metrics.update_norm,
+        model_delta_norm=metrics.model_delta_norm,
+        convergence_score=metrics.convergence_score,
+    )
+    runs.save_round(record)
+    if not keep_updates:
+        _drop_update_blobs(open_, models)
+    logger.info(
+        "round %d completed: %d updates, accuracy %s",
+        open_.number,
+        record.participating_clients,
+        f"{result.accuracy:.4f}" if result else "n/a",
+    )
+    return new
+
+
+def fail_round(
+    open_: OpenRound, reason: str, *, runs: RunStore, models: ModelStore, now: float
+) -> None:
+    """Mark the round failed; the global model and the accepted rows stay as they were."""
+    runs.save_round(
+        open_.closed(status=RoundStatus.FAILED, completed_at=now, failure_reason=reason)
+    )
+    logger.warning("round %d failed: %s", open_.number, reason)
+
+
+def _drop_update_blobs(open_: OpenRound, models: ModelStore) -> None:
+    for update in open_.received.values():
+        if update.model_update_path is not None:
+            models.delete(update.model_update_path)

@@ -1,0 +1,431 @@
+"""The coordinator's use cases: register, hand out rounds, accept updates, close rounds.
+
+One :class:`Coordinator` serves one run. All state that matters lives in the
+``RunStore`` and ``ModelStore``; in memory it keeps only the current global
+model (encoded once for every download) and the open round's running sum, so
+memory stays O(model size) however many clients report. A coordinator started
+on an existing database resumes the run: completed rounds stay completed and
+the open round is rebuilt from its stored updates.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import numpy as np
+
+from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.sampling import round_rng, sample_clients, sample_size
+from fedlearn.core.serialization import decode_weights
+from fedlearn.core.types import (
+    ClientCapabilities,
+    ClientRecord,
+    RoundRecord,
+    RoundStatus,
+    RunRecord,
+    UpdateRecord,
+    Weights,
+)
+from fedlearn.core.validation import validate_metrics, validate_update
+from fedlearn.errors import ConflictError, NotFoundError, StaleRoundError
+from fedlearn.service.closing import close_round, fail_round
+from fedlearn.service.messages import (
+    CoordinatorConfig,
+    GlobalModelBlob,
+    RoundSummary,
+    RunState,
+    Task,
+    TaskKind,
+    TrainingStatus,
+    UpdateAck,
+    UpdateSubmission,
+)
+from fedlearn.service.model_state import GlobalModel, flatten, specs_of
+from fedlearn.service.open_round import OpenRound
+from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
+
+__all__ = ["Coordinator"]
+
+logger = logging.getLogger(__name__)
+
+
+class Coordinator:
+    """Use cases of one federated run, safe to call from many threads."""
+
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        initial_weights: Weights,
+        *,
+        runs: RunStore,
+        models: ModelStore,
+        clock: Clock,
+        evaluator: Evaluator | None = None,
+    ) -> None:
+        self.config = config
+        self._runs = runs
+        self._models = models
+        self._clock = clock
+        self._evaluator = evaluator
+        self._specs = specs_of(initial_weights)
+        self._cond = threading.Condition()
+        self._open: OpenRound | None = None
+        self._failed_in_a_row = 0
+        self._last_round = 0
+        self._completed = 0
+        self._released: set[str] = set()
+        self._global = self._start(initial_weights)
+
+    # -- start-up ---------------------------------------------------------------
+
+    def _start(self, initial_weights: Weights) -> GlobalModel:
+        cfg = self.config
+        if self._runs.get_run(cfg.run_id) is None:
+            self._runs.create_run(RunRecord(cfg.run_id, cfg.model_name, self._clock.now()))
+        rounds = self._runs.list_rounds(cfg.run_id)
+        completed = [r for r in rounds if r.status is RoundStatus.COMPLETED]
+        self._completed = sum(1 for r in completed if r.round_number > 0)
+        self._last_round = rounds[-1].round_number if rounds else 0
+        if not completed:
+            return self._store_initial_model(initial_weights)
+        last = completed[-1]
+        assert last.global_model_path is not None
+        model = GlobalModel.load(
+            last.round_number,
+            last.global_model_path,
+            specs=self._specs,
+            store=self._models,
+            server_state_path=last.server_state_path,
+        )
+        if rounds[-1].status is RoundStatus.OPEN:
+            self._open = self._resume(rounds[-1], model)
+        logger.info(
+            "resumed run %s at round %d (%d completed)",
+            cfg.run_id,
+            self._last_round,
+            self._completed,
+        )
+        return model
+
+    def _store_initial_model(self, initial_weights: Weights) -> GlobalModel:
+        now = self._clock.now()
+        model = GlobalModel.from_vector(
+            0,
+            flatten(initial_weights),
+            specs=self._specs,
+            store=self._models,
+            key_prefix=self._key(0),
+        )
+        result = self._evaluator.evaluate(model.weights()) if self._evaluator else None
+        self._runs.create_round(
+            RoundRecord(
+                run_id=self.config.run_id,
+                round_number=0,
+                status=RoundStatus.COMPLETED,
+                selected_clients=(),
+                config=self.config.round_config,
+                started_at=now,
+                deadline_at=now,
+                global_model_path=model.path,
+                completed_at=now,
+                accuracy=result.accuracy if result else None,
+                loss=result.loss if result else None,
+            )
+        )
+        return model
+
+    def _resume(self, record: RoundRecord, model: GlobalModel) -> OpenRound:
+        open_ = OpenRound(record, StreamingFedAvg(model.vector.size))
+        for update in self._runs.list_updates(self.config.run_id, record.round_number):
+            if update.model_update_path is None:
+                raise ConflictError(f"update {update.update_id} of an open round has no blob")
+            decoded = decode_weights(self._models.get(update.model_update_path))
+            checked = validate_update(decoded, self._specs)
+            open_.aggregator.add(checked.vector, float(update.num_samples))
+            open_.received[update.client_id] = update
+            open_.bytes_up += update.wire_bytes
+        logger.info(
+            "round %d reopened with %d stored updates", record.round_number, len(open_.received)
+        )
+        return open_
+
+    def _key(self, round_number: int) -> str:
+        return f"{self.config.run_id}/rounds/{round_number:05d}"
+
+    # -- registration and tasks ---------------------------------------------------
+
+    def register_client(
+        self, client_id: str | None, capabilities: ClientCapabilities
+    ) -> ClientRecord:
+        """Register (or re-register) a client; a round may open as a result."""
+        now = self._clock.now()
+        cid = client_id or uuid.uuid4().hex
+        with self._cond:
+            previous = self._runs.get_client(self.config.run_id, cid)
+            record = ClientRecord(
+                cid,
+                self.config.run_id,
+                capabilities,
+                registered_at=previous.registered_at if previous else now,
+                last_seen_at=now,
+            )
+            self._runs.upsert_client(record)
+            logger.info("client %s registered (%d samples)", cid, capabilities.available_samples)
+            self._maybe_open_round()
+            self._cond.notify_all()
+        return record
+
+    def poll_task(self, client_id: str, *, wait_s: float = 0.0) -> Task:
+        """The client's next task, waiting up to ``wait_s`` seconds for one."""
+        self._require_client(client_id)
+        deadline = self._clock.now() + wait_s
+        with self._cond:
+            while True:
+                task = self._task_for(client_id)
+                remaining = deadline - self._clock.now()
+                if task.kind is not TaskKind.WAIT or remaining <= 0:
+                    return task
+                self._cond.wait(remaining)
+
+    def _task_for(self, client_id: str) -> Task:
+        if self._run_state() in (RunState.FINISHED, RunState.FAILED):
+            self._released.add(client_id)
+            return Task(TaskKind.FINISHED)
+        open_ = self._open
+        if open_ is not None and open_.expects(client_id):
+            return Task(
+                TaskKind.TRAIN,
+                round_number=open_.number,
+                config=open_.record.config,
+                deadline_at=open_.record.deadline_at,
+            )
+        return Task(TaskKind.WAIT)
+
+    def get_global_model(self, client_id: str, round_number: int = 0) -> GlobalModelBlob:
+        """The global model a round starts from (``0``: the latest one)."""
+        self._require_client(client_id)
+        with self._cond:
+            open_ = self._open
+            if round_number and (open_ is None or open_.number != round_number):
+                raise StaleRoundError(
+                    f"round {round_number} is not open"
+                    + (f" (round {open_.number} is)" if open_ else "")
+                )
+            blob = self._global.blob
+            if open_ is not None:
+                open_.bytes_down += len(blob.payload)
+        return blob
+
+    # -- updates ----------------------------------------------------------------
+
+    def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
+        """Validate, persist and fold one update; close the round when all reported."""
+        self._require_client(submission.client_id)
+        with self._cond:
+            duplicate = self._duplicate_ack(submission)
+            if duplicate is not None:
+                return duplicate
+            open_ = self._require_open(submission.round_number)
+            if not open_.expects(submission.client_id):
+                raise ConflictError(self._why_unexpected(open_, submission.client_id))
+            open_.in_flight.add(submission.client_id)
+        try:
+            return self._accept(open_, submission)
+        finally:
+            with self._cond:
+                open_.in_flight.discard(submission.client_id)
+
+    def _accept(self, open_: OpenRound, sub: UpdateSubmission) -> UpdateAck:
+        validate_metrics(num_samples=sub.num_samples, training_loss=sub.training_loss)
+        checked = validate_update(decode_weights(sub.payload), self._specs)
+        path = self._models.put(
+            f"{self._key(sub.round_number)}/updates/{sub.update_id}.flw", sub.payload
+        )
+        record = UpdateRecord(
+            run_id=self.config.run_id,
+            update_id=sub.update_id,
+            client_id=sub.client_id,
+            round_number=sub.round_number,
+            model_update_path=path,
+            num_samples=sub.num_samples,
+            training_loss=sub.training_loss,
+            submitted_at=self._clock.now(),
+            eval_accuracy=sub.eval_accuracy,
+            eval_loss=sub.eval_loss,
+            eval_samples=sub.eval_samples,
+            privacy_budget_used=sub.privacy_budget_used,
+            wire_bytes=sub.wire_bytes or len(sub.payload),
+            update_norm=checked.norm,
+            train_seconds=sub.train_seconds,
+        )
+        with self._cond:
+            still_open = self._open
+            if still_open is None or still_open.number != open_.number:
+                self._models.delete(path)
+                raise StaleRoundError(f"round {sub.round_number} closed during the upload")
+            self._runs.add_update(record)
+            open_.aggregator.add(checked.vector, float(sub.num_samples))
+            open_.received[sub.client_id] = record
+            open_.bytes_up += record.wire_bytes
+            ack = UpdateAck(
+                sub.round_number,
+                duplicate=False,
+                updates_received=len(open_.received),
+                updates_expected=len(open_.record.selected_clients),
+            )
+            if open_.complete:
+                self._close_open_round()
+            self._cond.notify_all()
+        return ack
+
+    def _duplicate_ack(self, sub: UpdateSubmission) -> UpdateAck | None:
+        stored = self._runs.get_update(self.config.run_id, sub.update_id)
+        if stored is None:
+            return None
+        if stored.client_id != sub.client_id:
+            raise ConflictError(f"update id {sub.update_id} belongs to another client")
+        expected = len(self._open.record.selected_clients) if self._open else 0
+        received = len(self._open.received) if self._open else 0
+        return UpdateAck(stored.round_number, True, received, expected)
+
+    def _require_open(self, round_number: int) -> OpenRound:
+        open_ = self._open
+        if open_ is None or open_.number != round_number:
+            current = f"round {open_.number} is open" if open_ else "no round is open"
+            raise StaleRoundError(f"round {round_number} is not open ({current})")
+        return open_
+
+    @staticmethod
+    def _why_unexpected(open_: OpenRound, client_id: str) -> str:
+        if client_id not in open_.record.selected_clients:
+            return f"client {client_id} was not selected for round {open_.number}"
+        if client_id in open_.in_flight:
+            return f"client {client_id} is already uploading an update for round {open_.number}"
+        return f"client {client_id} already submitted an update for round {open_.number}"
+
+    def _require_client(self, client_id: str) -> None:
+        if self._runs.get_client(self.config.run_id, client_id) is None:
+            raise NotFoundError(f"unknown client {client_id!r}: register first")
+
+    # -- round lifecycle ----------------------------------------------------------
+
+    def tick(self) -> None:
+        """Close or fail the open round once its deadline has passed."""
+        with self._cond:
+            open_ = self._open
+            if open_ is None or self._clock.now() < open_.record.deadline_at:
+                return
+            if len(open_.received) >= self.config.min_clients:
+                self._close_open_round()
+            else:
+                self._fail_open_round(
+                    f"deadline passed with {len(open_.received)} of "
+                    f"{self.config.min_clients} required updates"
+                )
+            self._cond.notify_all()
+
+    def _close_open_round(self) -> None:
+        open_ = self._open
+        assert open_ is not None
+        self._open = None
+        outcome = close_round(
+            open_,
+            self._global,
+            strategy=self.config.strategy,
+            runs=self._runs,
+            models=self._models,
+            evaluator=self._evaluator,
+            now=self._clock.now(),
+            key_prefix=self._key(open_.number),
+            keep_updates=self.config.keep_updates,
+        )
+        if outcome is None:
+            self._failed_in_a_row += 1
+        else:
+            self._global = outcome
+            self._completed += 1
+            self._failed_in_a_row = 0
+        self._maybe_open_round()
+
+    def _fail_open_round(self, reason: str) -> None:
+        open_ = self._open
+        assert open_ is not None
+        self._open = None
+        fail_round(open_, reason, runs=self._runs, models=self._models, now=self._clock.now())
+        self._failed_in_a_row += 1
+        self._maybe_open_round()
+
+    def _maybe_open_round(self) -> None:
+        if self._open is not None or self._run_state() is not RunState.WAITING_FOR_CLIENTS:
+            return
+        cfg = self.config
+        clients = [c.client_id for c in self._runs.list_clients(cfg.run_id)]
+        if len(clients) < cfg.min_clients:
+            return
+        number = self._last_round + 1
+        k = sample_size(
+            len(clients),
+            min_clients=cfg.min_clients,
+            clients_per_round=cfg.clients_per_round,
+            fraction=cfg.fraction,
+        )
+        now = self._clock.now()
+        record = RoundRecord(
+            run_id=cfg.run_id,
+            round_number=number,
+            status=RoundStatus.OPEN,
+            selected_clients=sample_clients(clients, k, rng=round_rng(cfg.seed, number)),
+            config=cfg.round_config,
+            started_at=now,
+            deadline_at=now + cfg.round_timeout_s,
+            base_model_path=self._global.path,
+        )
+        self._runs.create_round(record)
+        self._last_round = number
+        self._open = OpenRound(record, StreamingFedAvg(self._global.vector.size))
+        logger.info("round %d opened with %d clients", number, k)
+        self._cond.notify_all()
+
+    # -- status -----------------------------------------------------------------
+
+    def _run_state(self) -> RunState:
+        if self._completed >= self.config.num_rounds:
+            return RunState.FINISHED
+        if self._failed_in_a_row > self.config.max_failed_rounds:
+            return RunState.FAILED
+        return RunState.TRAINING if self._open else RunState.WAITING_FOR_CLIENTS
+
+    @property
+    def finished(self) -> bool:
+        with self._cond:
+            return self._run_state() in (RunState.FINISHED, RunState.FAILED)
+
+    @property
+    def all_clients_released(self) -> bool:
+        """True once every registered client has been told that the run is over."""
+        with self._cond:
+            known = {c.client_id for c in self._runs.list_clients(self.config.run_id)}
+            return known <= self._released
+
+    def global_weights(self) -> dict[str, np.ndarray]:
+        with self._cond:
+            return self._global.weights()
+
+    def status(self) -> TrainingStatus:
+        cfg = self.config
+        with self._cond:
+            open_ = self._open
+            return TrainingStatus(
+                run_id=cfg.run_id,
+                model_name=cfg.model_name,
+                state=self._run_state(),
+                num_rounds=cfg.num_rounds,
+                completed_rounds=self._completed,
+                current_round=open_.number if open_ else self._last_round,
+                updates_received=len(open_.received) if open_ else 0,
+                updates_expected=len(open_.record.selected_clients) if open_ else 0,
+                clients=tuple(self._runs.list_clients(cfg.run_id)),
+                rounds=tuple(RoundSummary.of(r) for r in self._runs.list_rounds(cfg.run_id)),
+            )

@@ -1,0 +1,162 @@
+"""Requests and answers of the coordinator's use cases (transport-neutral)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from fedlearn.core.strategy import FedAvg, Strategy
+from fedlearn.core.types import ClientRecord, RoundConfig, RoundRecord
+
+__all__ = [
+    "CoordinatorConfig",
+    "GlobalModelBlob",
+    "Registration",
+    "RoundSummary",
+    "RunState",
+    "Task",
+    "TaskKind",
+    "TrainingStatus",
+    "UpdateAck",
+    "UpdateSubmission",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """Everything the round engine needs to know about one run."""
+
+    run_id: str = "default"
+    model_name: str = "cnn"
+    num_rounds: int = 10
+    min_clients: int = 2
+    clients_per_round: int | None = None
+    fraction: float | None = None
+    round_config: RoundConfig = field(default_factory=RoundConfig)
+    round_timeout_s: float = 300.0
+    seed: int = 0
+    keep_updates: bool = False
+    max_failed_rounds: int = 3
+    strategy: Strategy = field(default_factory=FedAvg)
+
+
+class TaskKind(enum.Enum):
+    TRAIN = "train"
+    WAIT = "wait"
+    FINISHED = "finished"
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """What a polling client should do next."""
+
+    kind: TaskKind
+    round_number: int = 0
+    config: RoundConfig | None = None
+    deadline_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalModelBlob:
+    """A serialized global model; ``round_number`` is the round that produced it."""
+
+    round_number: int
+    payload: bytes
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """What a client learns when it registers."""
+
+    client_id: str
+    run_id: str
+    model_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSubmission:
+    """A client's trained delta (serialized) with its metrics."""
+
+    client_id: str
+    round_number: int
+    update_id: str
+    payload: bytes
+    num_samples: int
+    training_loss: float
+    eval_accuracy: float | None = None
+    eval_loss: float | None = None
+    eval_samples: int = 0
+    train_seconds: float = 0.0
+    privacy_budget_used: float = 0.0
+    wire_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateAck:
+    round_number: int
+    duplicate: bool
+    updates_received: int
+    updates_expected: int
+
+
+class RunState(enum.Enum):
+    WAITING_FOR_CLIENTS = "waiting_for_clients"
+    TRAINING = "training"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSummary:
+    """What a status report says about one round."""
+
+    round_number: int
+    status: str
+    selected_clients: int
+    participating_clients: int
+    accuracy: float | None = None
+    loss: float | None = None
+    client_eval_accuracy: float | None = None
+    training_loss: float | None = None
+    convergence_score: float | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    started_at: float = 0.0
+    completed_at: float | None = None
+    failure_reason: str | None = None
+    global_model_path: str | None = None
+
+    @staticmethod
+    def of(r: RoundRecord) -> RoundSummary:
+        return RoundSummary(
+            round_number=r.round_number,
+            status=r.status.value,
+            selected_clients=len(r.selected_clients),
+            participating_clients=r.participating_clients,
+            accuracy=r.accuracy,
+            loss=r.loss,
+            client_eval_accuracy=r.client_eval_accuracy,
+            training_loss=r.training_loss,
+            convergence_score=r.convergence_score,
+            bytes_up=r.bytes_up,
+            bytes_down=r.bytes_down,
+            started_at=r.started_at,
+            completed_at=r.completed_at,
+            failure_reason=r.failure_reason,
+            global_model_path=r.global_model_path,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingStatus:
+    run_id: str
+    model_name: str
+    state: RunState
+    num_rounds: int
+    completed_rounds: int
+    current_round: int
+    updates_received: int
+    updates_expected: int
+    clients: tuple[ClientRecord, ...]
+    rounds: tuple[RoundSummary, ...]

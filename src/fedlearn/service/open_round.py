@@ -1,0 +1,63 @@
+"""The in-memory side of the round that is open: who reported, the running sum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.types import RoundRecord, UpdateRecord
+
+__all__ = ["OpenRound", "weighted_metric"]
+
+
+@dataclass(slots=True)
+class OpenRound:
+    """Mutable bookkeeping of one open round; guarded by the coordinator's lock."""
+
+    record: RoundRecord
+    aggregator: StreamingFedAvg
+    received: dict[str, UpdateRecord] = field(default_factory=dict)
+    in_flight: set[str] = field(default_factory=set)
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+    @property
+    def number(self) -> int:
+        return self.record.round_number
+
+    @property
+    def complete(self) -> bool:
+        return len(self.received) >= len(self.record.selected_clients)
+
+    def expects(self, client_id: str) -> bool:
+        """True while a selected client has neither reported nor started uploading."""
+        return (
+            client_id in self.record.selected_clients
+            and client_id not in self.received
+            and client_id not in self.in_flight
+        )
+
+    def closed(self, **changes: object) -> RoundRecord:
+        """The stored record of this round once it completes or fails."""
+        updates = list(self.received.values())
+        return replace(
+            self.record,
+            participating_clients=len(updates),
+            bytes_up=self.bytes_up,
+            bytes_down=self.bytes_down,
+            training_loss=weighted_metric([(u.training_loss, u.num_samples) for u in updates]),
+            client_eval_accuracy=weighted_metric(
+                [(u.eval_accuracy, u.eval_samples) for u in updates]
+            ),
+            client_eval_loss=weighted_metric([(u.eval_loss, u.eval_samples) for u in updates]),
+            **changes,  # type: ignore[arg-type]
+        )
+
+
+def weighted_metric(pairs: list[tuple[float | None, int]]) -> float | None:
+    """Sample-weighted mean of the values that are present; ``None`` if none are."""
+    present = [(v, w) for v, w in pairs if v is not None and w > 0]
+    total = sum(w for _, w in present)
+    if total == 0:
+        return None
+    return sum(v * w for v, w in present) / total

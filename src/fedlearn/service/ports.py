@@ -1,0 +1,124 @@
+"""Ports: what the coordinator needs from the outside world, as protocols.
+
+Adapters live in edge packages (``fedlearn.persistence`` and friends) and are
+chosen in ``fedlearn.bootstrap``; the service only sees these protocols.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from fedlearn.core.types import (
+    ClientCapabilities,
+    ClientRecord,
+    EvalResult,
+    RoundRecord,
+    RunRecord,
+    UpdateRecord,
+    Weights,
+)
+from fedlearn.service.messages import (
+    GlobalModelBlob,
+    Registration,
+    Task,
+    TrainingStatus,
+    UpdateAck,
+    UpdateSubmission,
+)
+
+__all__ = ["Clock", "CoordinatorApi", "Evaluator", "ModelStore", "RunStore"]
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        ...
+
+
+class RunStore(Protocol):
+    """Durable state of runs, clients, rounds and accepted updates.
+
+    Errors: ``NotFoundError`` for unknown keys, ``ConflictError`` for a
+    duplicate key, ``StorageError`` for a backend failure.
+    """
+
+    def get_run(self, run_id: str) -> RunRecord | None: ...
+
+    def create_run(self, run: RunRecord) -> None: ...
+
+    def upsert_client(self, client: ClientRecord) -> None:
+        """Insert the client, or replace its capabilities and timestamps."""
+        ...
+
+    def get_client(self, run_id: str, client_id: str) -> ClientRecord | None: ...
+
+    def list_clients(self, run_id: str) -> Sequence[ClientRecord]: ...
+
+    def create_round(self, round_: RoundRecord) -> None:
+        """Store a new round; ``ConflictError`` if that number already exists."""
+        ...
+
+    def save_round(self, round_: RoundRecord) -> None:
+        """Replace a stored round with this version (same run and number)."""
+        ...
+
+    def get_round(self, run_id: str, round_number: int) -> RoundRecord | None: ...
+
+    def latest_round(self, run_id: str) -> RoundRecord | None:
+        """The round with the highest number, whatever its status."""
+        ...
+
+    def list_rounds(self, run_id: str) -> Sequence[RoundRecord]:
+        """All rounds of a run, by round number."""
+        ...
+
+    def add_update(self, update: UpdateRecord) -> None:
+        """Store an accepted update; ``ConflictError`` if its ``update_id`` exists."""
+        ...
+
+    def get_update(self, run_id: str, update_id: str) -> UpdateRecord | None: ...
+
+    def list_updates(self, run_id: str, round_number: int) -> Sequence[UpdateRecord]:
+        """The accepted updates of a round, in the order they were stored."""
+        ...
+
+
+class ModelStore(Protocol):
+    """Blobs: serialized global models, client updates and server state.
+
+    Keys are relative paths such as ``run/rounds/0003/global.flw``; writes are
+    atomic (a reader sees the whole blob or nothing).
+    """
+
+    def put(self, key: str, data: bytes) -> str:
+        """Store ``data`` under ``key`` durably and return its path."""
+        ...
+
+    def get(self, path: str) -> bytes:
+        """Read a stored blob; ``NotFoundError`` if absent."""
+        ...
+
+    def delete(self, path: str) -> None:
+        """Remove a blob; absent blobs are ignored."""
+        ...
+
+
+class Evaluator(Protocol):
+    """Scores a set of weights on a server-side test set."""
+
+    def evaluate(self, weights: Weights) -> EvalResult: ...
+
+
+class CoordinatorApi(Protocol):
+    """The coordinator as a client sees it (gRPC in production, in-process in tests)."""
+
+    def register(self, client_id: str | None, capabilities: ClientCapabilities) -> Registration: ...
+
+    def poll_task(self, client_id: str, *, wait_s: float) -> Task: ...
+
+    def download_model(self, client_id: str, round_number: int) -> GlobalModelBlob: ...
+
+    def submit_update(self, submission: UpdateSubmission) -> UpdateAck: ...
+
+    def status(self) -> TrainingStatus: ...

@@ -1,0 +1,158 @@
+"""The coordinator as seen by a client, over gRPC, with retries."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from fedlearn.core.retry import RetryPolicy, backoff_delays
+from fedlearn.core.types import ClientCapabilities
+from fedlearn.errors import ChecksumError, TransportError
+from fedlearn.service.messages import (
+    GlobalModelBlob,
+    Registration,
+    Task,
+    TrainingStatus,
+    UpdateAck,
+    UpdateSubmission,
+)
+from fedlearn.transport import convert
+from fedlearn.transport.chunks import DEFAULT_CHUNK_BYTES, Assembler, split
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
+from fedlearn.transport.status_codes import error_from_rpc
+
+__all__ = ["GrpcCoordinatorClient"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class GrpcCoordinatorClient:
+    """Implements ``CoordinatorApi`` over one gRPC channel.
+
+    Calls that fail with a transient status are retried with exponential
+    backoff and jitter until ``retry.total_s`` is spent; then a
+    ``TransportError`` says what failed and for how long it was tried.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        retry: RetryPolicy | None = None,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        max_message_bytes: int = 4 << 20,
+        max_payload_bytes: int = 256 << 20,
+        call_timeout_s: float = 120.0,
+        seed: int | None = None,
+    ) -> None:
+        self.target = target
+        self._retry = retry or RetryPolicy()
+        self._chunk_bytes = chunk_bytes
+        self._max_payload = max_payload_bytes
+        self._timeout = call_timeout_s
+        self._rng = np.random.default_rng(seed)
+        self._channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.FederatedLearningStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GrpcCoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        started = time.monotonic()
+        delays = backoff_delays(self._retry, rng=self._rng)
+        while True:
+            try:
+                return fn()
+            except grpc.RpcError as exc:
+                code = exc.code() if hasattr(exc, "code") else None
+                if code not in _TRANSIENT:
+                    raise error_from_rpc(exc) from exc
+                delay = next(delays, None)
+                if delay is None:
+                    spent = time.monotonic() - started
+                    raise TransportError(
+                        f"{what}: coordinator at {self.target} unreachable for {spent:.1f} s "
+                        f"({code.name if code else 'UNKNOWN'}: {exc.details()})"
+                    ) from exc
+                logger.debug("%s failed (%s), retrying in %.2f s", what, code, delay)
+                time.sleep(delay)
+
+    def register(self, client_id: str | None, capabilities: ClientCapabilities) -> Registration:
+        request = pb.ClientRegistration(
+            client_id=client_id or "", capabilities=convert.capabilities_to_proto(capabilities)
+        )
+        reply = self._call(
+            "register", lambda: self._stub.RegisterClient(request, timeout=self._timeout)
+        )
+        return convert.registration_from_proto(reply)
+
+    def poll_task(self, client_id: str, *, wait_s: float) -> Task:
+        request = pb.TaskRequest(client_id=client_id, wait_seconds=wait_s)
+        reply = self._call(
+            "poll", lambda: self._stub.GetTask(request, timeout=wait_s + self._timeout)
+        )
+        return convert.task_from_proto(reply)
+
+    def download_model(self, client_id: str, round_number: int) -> GlobalModelBlob:
+        request = pb.ModelRequest(client_id=client_id, round_number=round_number)
+        return self._call("download", lambda: self._download(request))
+
+    def _download(self, request: pb.ModelRequest) -> GlobalModelBlob:
+        stream: Iterator[pb.ModelChunk] = self._stub.GetGlobalModel(request, timeout=self._timeout)
+        first = next(stream, None)
+        if first is None or not first.HasField("header"):
+            raise ChecksumError("model stream did not start with a header")
+        header = first.header
+        assembler = Assembler(header.total_bytes, header.sha256, max_bytes=self._max_payload)
+        for chunk in stream:
+            assembler.add(chunk.data)
+        return GlobalModelBlob(header.round_number, assembler.finish(), header.sha256)
+
+    def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
+        sha = hashlib.sha256(submission.payload).hexdigest()
+        header = convert.submission_to_header(submission, sha256=sha)
+
+        def chunks() -> Iterator[pb.UpdateChunk]:
+            yield pb.UpdateChunk(header=header)
+            for data in split(submission.payload, self._chunk_bytes):
+                yield pb.UpdateChunk(data=data)
+
+        reply = self._call(
+            "submit", lambda: self._stub.SubmitUpdate(chunks(), timeout=self._timeout)
+        )
+        return convert.ack_from_proto(reply)
+
+    def status(self) -> TrainingStatus:
+        reply = self._call(
+            "status",
+            lambda: self._stub.GetTrainingStatus(pb.StatusRequest(), timeout=self._timeout),
+        )
+        return convert.status_from_proto(reply)

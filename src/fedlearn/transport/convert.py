@@ -1,0 +1,277 @@
+"""Every conversion between domain dataclasses and protobuf messages.
+
+Pairs are named ``x_to_proto`` / ``x_from_proto`` and are tested for round
+trips; no other module builds or reads these messages field by field.
+"""
+
+from __future__ import annotations
+
+from fedlearn.core.types import (
+    ClientCapabilities,
+    ClientRecord,
+    ComputePowerLevel,
+    PrivacyConfig,
+    RoundConfig,
+)
+from fedlearn.service.messages import (
+    Registration,
+    RoundSummary,
+    RunState,
+    Task,
+    TaskKind,
+    TrainingStatus,
+    UpdateAck,
+    UpdateSubmission,
+)
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
+
+__all__ = [
+    "ack_from_proto",
+    "ack_to_proto",
+    "capabilities_from_proto",
+    "capabilities_to_proto",
+    "registration_from_proto",
+    "registration_to_proto",
+    "status_from_proto",
+    "status_to_proto",
+    "submission_from_header",
+    "submission_to_header",
+    "task_from_proto",
+    "task_to_proto",
+]
+
+_POWER = {
+    ComputePowerLevel.LOW: pb.COMPUTE_POWER_LOW,
+    ComputePowerLevel.MEDIUM: pb.COMPUTE_POWER_MEDIUM,
+    ComputePowerLevel.HIGH: pb.COMPUTE_POWER_HIGH,
+}
+_POWER_BACK = {v: k for k, v in _POWER.items()}
+_KIND = {
+    TaskKind.TRAIN: pb.TaskResponse.KIND_TRAIN,
+    TaskKind.WAIT: pb.TaskResponse.KIND_WAIT,
+    TaskKind.FINISHED: pb.TaskResponse.KIND_FINISHED,
+}
+_KIND_BACK = {v: k for k, v in _KIND.items()}
+
+
+def capabilities_to_proto(caps: ClientCapabilities) -> pb.ClientCapabilities:
+    p = caps.privacy
+    return pb.ClientCapabilities(
+        compute_power=_POWER[caps.compute_power],
+        network_bandwidth_mbps=caps.network_bandwidth_mbps,
+        available_samples=caps.available_samples,
+        supported_models=list(caps.supported_models),
+        privacy_requirements=pb.PrivacyConfig(
+            epsilon=p.epsilon,
+            delta=p.delta,
+            max_grad_norm=p.max_grad_norm,
+            noise_multiplier=p.noise_multiplier,
+        ),
+    )
+
+
+def capabilities_from_proto(msg: pb.ClientCapabilities) -> ClientCapabilities:
+    p = msg.privacy_requirements
+    return ClientCapabilities(
+        compute_power=_POWER_BACK.get(msg.compute_power, ComputePowerLevel.MEDIUM),
+        network_bandwidth_mbps=msg.network_bandwidth_mbps,
+        available_samples=msg.available_samples,
+        supported_models=tuple(msg.supported_models),
+        privacy=PrivacyConfig(
+            epsilon=p.epsilon,
+            delta=p.delta,
+            max_grad_norm=p.max_grad_norm,
+            noise_multiplier=p.noise_multiplier,
+        ),
+    )
+
+
+def registration_to_proto(reg: Registration) -> pb.RegistrationResponse:
+    return pb.RegistrationResponse(
+        client_id=reg.client_id, run_id=reg.run_id, model_name=reg.model_name
+    )
+
+
+def registration_from_proto(msg: pb.RegistrationResponse) -> Registration:
+    return Registration(client_id=msg.client_id, run_id=msg.run_id, model_name=msg.model_name)
+
+
+def _config_to_proto(cfg: RoundConfig) -> pb.RoundConfig:
+    return pb.RoundConfig(
+        local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate
+    )
+
+
+def task_to_proto(task: Task) -> pb.TaskResponse:
+    msg = pb.TaskResponse(
+        kind=_KIND[task.kind], round_number=task.round_number, deadline_unix=task.deadline_at
+    )
+    if task.config is not None:
+        msg.config.CopyFrom(_config_to_proto(task.config))
+    return msg
+
+
+def task_from_proto(msg: pb.TaskResponse) -> Task:
+    config = None
+    if msg.HasField("config"):
+        config = RoundConfig(
+            local_epochs=msg.config.local_epochs,
+            batch_size=msg.config.batch_size,
+            learning_rate=msg.config.learning_rate,
+        )
+    return Task(
+        kind=_KIND_BACK.get(msg.kind, TaskKind.WAIT),
+        round_number=msg.round_number,
+        config=config,
+        deadline_at=msg.deadline_unix,
+    )
+
+
+def submission_to_header(sub: UpdateSubmission, *, sha256: str) -> pb.UpdateHeader:
+    header = pb.UpdateHeader(
+        client_id=sub.client_id,
+        round_number=sub.round_number,
+        update_id=sub.update_id,
+        num_samples=sub.num_samples,
+        training_loss=sub.training_loss,
+        eval_samples=sub.eval_samples,
+        train_seconds=sub.train_seconds,
+        privacy_budget_used=sub.privacy_budget_used,
+        total_bytes=len(sub.payload),
+        sha256=sha256,
+    )
+    if sub.eval_accuracy is not None:
+        header.eval_accuracy = sub.eval_accuracy
+    if sub.eval_loss is not None:
+        header.eval_loss = sub.eval_loss
+    return header
+
+
+def submission_from_header(
+    header: pb.UpdateHeader, payload: bytes, *, wire_bytes: int
+) -> UpdateSubmission:
+    return UpdateSubmission(
+        client_id=header.client_id,
+        round_number=header.round_number,
+        update_id=header.update_id,
+        payload=payload,
+        num_samples=header.num_samples,
+        training_loss=header.training_loss,
+        eval_accuracy=header.eval_accuracy if header.HasField("eval_accuracy") else None,
+        eval_loss=header.eval_loss if header.HasField("eval_loss") else None,
+        eval_samples=header.eval_samples,
+        train_seconds=header.train_seconds,
+        privacy_budget_used=header.privacy_budget_used,
+        wire_bytes=wire_bytes,
+    )
+
+
+def ack_to_proto(ack: UpdateAck) -> pb.UpdateAck:
+    return pb.UpdateAck(
+        round_number=ack.round_number,
+        duplicate=ack.duplicate,
+        updates_received=ack.updates_received,
+        updates_expected=ack.updates_expected,
+    )
+
+
+def ack_from_proto(msg: pb.UpdateAck) -> UpdateAck:
+    return UpdateAck(
+        round_number=msg.round_number,
+        duplicate=msg.duplicate,
+        updates_received=msg.updates_received,
+        updates_expected=msg.updates_expected,
+    )
+
+
+_OPTIONAL_ROUND_FIELDS = (
+    "accuracy",
+    "loss",
+    "client_eval_accuracy",
+    "training_loss",
+    "convergence_score",
+)
+
+
+def _round_to_proto(r: RoundSummary) -> pb.RoundSummary:
+    msg = pb.RoundSummary(
+        round_number=r.round_number,
+        status=r.status,
+        selected_clients=r.selected_clients,
+        participating_clients=r.participating_clients,
+        bytes_up=r.bytes_up,
+        bytes_down=r.bytes_down,
+        started_at=r.started_at,
+        completed_at=r.completed_at or 0.0,
+        failure_reason=r.failure_reason or "",
+        global_model_path=r.global_model_path or "",
+    )
+    for name in _OPTIONAL_ROUND_FIELDS:
+        value = getattr(r, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+def _round_from_proto(msg: pb.RoundSummary) -> RoundSummary:
+    optional = {n: getattr(msg, n) if msg.HasField(n) else None for n in _OPTIONAL_ROUND_FIELDS}
+    return RoundSummary(
+        round_number=msg.round_number,
+        status=msg.status,
+        selected_clients=msg.selected_clients,
+        participating_clients=msg.participating_clients,
+        bytes_up=msg.bytes_up,
+        bytes_down=msg.bytes_down,
+        started_at=msg.started_at,
+        completed_at=msg.completed_at or None,
+        failure_reason=msg.failure_reason or None,
+        global_model_path=msg.global_model_path or None,
+        **optional,
+    )
+
+
+def status_to_proto(status: TrainingStatus) -> pb.TrainingStatus:
+    return pb.TrainingStatus(
+        run_id=status.run_id,
+        model_name=status.model_name,
+        state=status.state.value,
+        num_rounds=status.num_rounds,
+        completed_rounds=status.completed_rounds,
+        current_round=status.current_round,
+        updates_received=status.updates_received,
+        updates_expected=status.updates_expected,
+        clients=[
+            pb.ClientSummary(
+                client_id=c.client_id,
+                capabilities=capabilities_to_proto(c.capabilities),
+                registered_at=c.registered_at,
+                last_seen_at=c.last_seen_at,
+            )
+            for c in status.clients
+        ],
+        rounds=[_round_to_proto(r) for r in status.rounds],
+    )
+
+
+def status_from_proto(msg: pb.TrainingStatus) -> TrainingStatus:
+    return TrainingStatus(
+        run_id=msg.run_id,
+        model_name=msg.model_name,
+        state=RunState(msg.state),
+        num_rounds=msg.num_rounds,
+        completed_rounds=msg.completed_rounds,
+        current_round=msg.current_round,
+        updates_received=msg.updates_received,
+        updates_expected=msg.updates_expected,
+        clients=tuple(
+            ClientRecord(
+                client_id=c.client_id,
+                run_id=msg.run_id,
+                capabilities=capabilities_from_proto(c.capabilities),
+                registered_at=c.registered_at,
+                last_seen_at=c.last_seen_at,
+            )
+            for c in msg.clients
+        ),
+        rounds=tuple(_round_from_proto(r) for r in msg.rounds),
+    )

@@ -1,0 +1,166 @@
+"""The coordinator's gRPC server: a thin servicer over the service layer."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from fedlearn.errors import FedLearnError, UpdateRejectedError
+from fedlearn.service.coordinator import Coordinator
+from fedlearn.service.messages import Registration
+from fedlearn.transport import convert
+from fedlearn.transport.chunks import DEFAULT_CHUNK_BYTES, Assembler, split
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
+from fedlearn.transport.status_codes import REASON_KEY, code_for, reason_for
+
+__all__ = ["CoordinatorServer", "ServerOptions"]
+
+logger = logging.getLogger(__name__)
+SERVICE_NAME = "fedlearn.v1.FederatedLearning"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Network limits of the coordinator's gRPC server."""
+
+    address: str = "127.0.0.1:50051"
+    max_workers: int = 64
+    max_message_bytes: int = 4 << 20
+    max_payload_bytes: int = 256 << 20
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    max_wait_s: float = 5.0
+    tick_s: float = 0.2
+
+
+class _Translated:
+    """Turns a fedlearn error raised inside the block into a gRPC status."""
+
+    def __init__(self, context: grpc.ServicerContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, FedLearnError):
+            self._context.set_trailing_metadata(((REASON_KEY, reason_for(exc)),))
+            self._context.abort(code_for(exc), str(exc))
+
+
+class _Servicer(pb_grpc.FederatedLearningServicer):
+    def __init__(self, coordinator: Coordinator, options: ServerOptions) -> None:
+        self._coordinator = coordinator
+        self._options = options
+
+    def RegisterClient(
+        self, request: pb.ClientRegistration, context: grpc.ServicerContext
+    ) -> pb.RegistrationResponse:
+        with _Translated(context):
+            caps = convert.capabilities_from_proto(request.capabilities)
+            record = self._coordinator.register_client(request.client_id or None, caps)
+            cfg = self._coordinator.config
+            return convert.registration_to_proto(
+                Registration(record.client_id, cfg.run_id, cfg.model_name)
+            )
+
+    def GetTask(self, request: pb.TaskRequest, context: grpc.ServicerContext) -> pb.TaskResponse:
+        wait = max(0.0, min(request.wait_seconds, self._options.max_wait_s))
+        with _Translated(context):
+            return convert.task_to_proto(
+                self._coordinator.poll_task(request.client_id, wait_s=wait)
+            )
+
+    def GetGlobalModel(
+        self, request: pb.ModelRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ModelChunk]:
+        with _Translated(context):
+            blob = self._coordinator.get_global_model(request.client_id, request.round_number)
+        yield pb.ModelChunk(
+            header=pb.BlobHeader(
+                round_number=blob.round_number,
+                total_bytes=len(blob.payload),
+                sha256=blob.sha256,
+            )
+        )
+        for data in split(blob.payload, self._options.chunk_bytes):
+            yield pb.ModelChunk(data=data)
+
+    def SubmitUpdate(
+        self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
+    ) -> pb.UpdateAck:
+        with _Translated(context):
+            first = next(request_iterator, None)
+            if first is None or not first.HasField("header"):
+                raise UpdateRejectedError("no_header", "update stream must start with a header")
+            header = first.header
+            assembler = Assembler(
+                header.total_bytes, header.sha256, max_bytes=self._options.max_payload_bytes
+            )
+            wire = first.ByteSize()
+            for chunk in request_iterator:
+                assembler.add(chunk.data)
+                wire += chunk.ByteSize()
+            submission = convert.submission_from_header(header, assembler.finish(), wire_bytes=wire)
+            return convert.ack_to_proto(self._coordinator.submit_update(submission))
+
+    def GetTrainingStatus(
+        self, request: pb.StatusRequest, context: grpc.ServicerContext
+    ) -> pb.TrainingStatus:
+        with _Translated(context):
+            return convert.status_to_proto(self._coordinator.status())
+
+
+class CoordinatorServer:
+    """Serves one coordinator over gRPC and drives its round deadlines."""
+
+    def __init__(self, coordinator: Coordinator, options: ServerOptions) -> None:
+        self._coordinator = coordinator
+        self._options = options
+        limits = [
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_send_message_length", options.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=options.max_workers), options=limits
+        )
+        pb_grpc.add_FederatedLearningServicer_to_server(  # type: ignore[no-untyped-call]
+            _Servicer(coordinator, options), self._server
+        )
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self.port = self._server.add_insecure_port(options.address)
+        if self.port == 0:
+            raise OSError(f"could not bind the coordinator to {options.address}")
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="round-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._server.start()
+        for name in ("", SERVICE_NAME):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._ticker.start()
+        logger.info("coordinator listening on port %d", self.port)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self._options.tick_s):
+            try:
+                self._coordinator.tick()
+            except FedLearnError:
+                logger.exception("round deadline check failed")
+
+    def wait_until_finished(self, poll_s: float = 0.2) -> None:
+        while not self._stop.is_set() and not self._coordinator.finished:
+            self._stop.wait(poll_s)
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self._stop.set()
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace_s).wait()

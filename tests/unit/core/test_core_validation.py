@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+
+from fedlearn.core.serialization import decode_weights, encode_weights, spec_of
+from fedlearn.core.validation import validate_metrics, validate_update
+from fedlearn.errors import UpdateRejectedError
+
+MODEL = {"conv.weight": np.zeros((2, 3), np.float32), "conv.bias": np.zeros(2, np.float32)}
+SPECS = spec_of(MODEL)
+
+
+def _check(weights):
+    return validate_update(decode_weights(encode_weights(weights)), SPECS)
+
+
+def test_valid_update_yields_its_flat_vector_and_norm():
+    checked = _check(
+        {"conv.weight": np.full((2, 3), 1.0, np.float32), "conv.bias": np.zeros(2, np.float32)}
+    )
+    assert checked.vector.shape == (8,)
+    assert checked.norm == pytest.approx(np.sqrt(6.0))
+
+
+@pytest.mark.parametrize(
+    ("weights", "reason"),
+    [
+        (
+            {"conv.weight": np.zeros((3, 2), np.float32), "conv.bias": np.zeros(2, np.float32)},
+            "wrong_shape",
+        ),
+        (
+            {"conv.weight": np.zeros((2, 3), np.float64), "conv.bias": np.zeros(2, np.float32)},
+            "wrong_dtype",
+        ),
+        ({"conv.weight": np.zeros((2, 3), np.float32)}, "wrong_tensors"),
+        (
+            {"conv.bias": np.zeros(2, np.float32), "conv.weight": np.zeros((2, 3), np.float32)},
+            "wrong_tensors",
+        ),
+        (
+            {
+                "conv.weight": np.full((2, 3), np.nan, np.float32),
+                "conv.bias": np.zeros(2, np.float32),
+            },
+            "non_finite",
+        ),
+        (
+            {
+                "conv.weight": np.zeros((2, 3), np.float32),
+                "conv.bias": np.array([np.inf, 0], np.float32),
+            },
+            "non_finite",
+        ),
+    ],
+    ids=["shape", "dtype", "missing", "order", "nan", "inf"],
+)
+def test_submit_rejects_update_that_does_not_fit_the_model(weights, reason):
+    with pytest.raises(UpdateRejectedError) as info:
+        _check(weights)
+    assert info.value.reason == reason
+
+
+@pytest.mark.parametrize(("samples", "loss"), [(0, 0.1), (-3, 0.1), (5, float("nan"))])
+def test_metrics_must_be_usable(samples, loss):
+    with pytest.raises(UpdateRejectedError):
+        validate_metrics(num_samples=samples, training_loss=loss)
