@@ -182,6 +182,8 @@ class RunResult:
     rounds: tuple[RoundRecord, ...]
     final_weights: dict[str, np.ndarray]
     model_name: str
+    slowest_training_s: dict[int, float]
+    """Per round, the longest local training time among its accepted updates."""
 
 
 def read_run(database_url: str, model_dir: Path, run_id: str) -> RunResult:
@@ -196,4 +198,9 @@ def read_run(database_url: str, model_dir: Path, run_id: str) -> RunResult:
         raise NotFoundError(f"run {run_id!r} has no stored global model")
     payload = FileModelStore(model_dir).get(done[-1].global_model_path or "")
     weights = {k: np.array(v) for k, v in decode_weights(payload).tensors.items()}
-    return RunResult(rounds, weights, run.model_name)
+    slowest = {
+        r.round_number: max((u.train_seconds for u in updates), default=0.0)
+        for r in rounds
+        if (updates := runs.list_updates(run_id, r.round_number))
+    }
+    return RunResult(rounds, weights, run.model_name, slowest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,20 @@ from fedlearn.core.types import RoundRecord, RoundStatus
 __all__ = ["round_rows", "rounds_table", "write_plot", "write_summary"]
 
 
-def round_rows(rounds: Sequence[RoundRecord]) -> list[dict[str, Any]]:
-    """One row per completed training round (round 0, the initial model, is left out)."""
+def round_rows(
+    rounds: Sequence[RoundRecord], slowest_training_s: Mapping[int, float]
+) -> list[dict[str, Any]]:
+    """One row per completed training round (round 0, the initial model, is left out).
+
+    ``overhead_seconds`` is the framework's share of a round: its wall time minus
+    the local training time of its slowest client.
+    """
     rows = []
     for r in rounds:
         if r.status is not RoundStatus.COMPLETED or r.round_number == 0:
             continue
+        seconds = (r.completed_at or r.started_at) - r.started_at
+        slowest = slowest_training_s.get(r.round_number, 0.0)
         rows.append(
             {
                 "round": r.round_number,
@@ -28,7 +37,9 @@ def round_rows(rounds: Sequence[RoundRecord]) -> list[dict[str, Any]]:
                 "clients": r.participating_clients,
                 "bytes_up": r.bytes_up,
                 "bytes_down": r.bytes_down,
-                "seconds": (r.completed_at or r.started_at) - r.started_at,
+                "seconds": seconds,
+                "slowest_client_train_seconds": slowest,
+                "overhead_seconds": seconds - slowest,
                 "training_loss": r.training_loss,
                 "client_eval_accuracy": r.client_eval_accuracy,
                 "update_norm": r.update_norm,
@@ -45,10 +56,16 @@ def write_summary(
         "config": dict(config),
         "rounds": rows,
         "final_accuracy": rows[-1]["accuracy"] if rows else None,
+        "median_round_seconds": _median([r["seconds"] for r in rows]),
+        "median_overhead_seconds": _median([r["overhead_seconds"] for r in rows]),
         **extra,
     }
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def write_plot(path: Path, rows: list[dict[str, Any]], *, title: str) -> None:
@@ -89,5 +106,6 @@ def rounds_table(rows: list[dict[str, Any]]) -> Table:
             f"{r['bytes_up'] / 1e6:.1f}",
             f"{r['bytes_down'] / 1e6:.1f}",
             f"{r['seconds']:.2f}",
+            f"{r['overhead_seconds']:.2f}",
         )
     return table

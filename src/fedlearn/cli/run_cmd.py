@@ -212,7 +212,7 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
 
 def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, Any]) -> None:
     result = read_run(plan.database_url, plan.model_dir, plan.run_id)
-    rows = round_rows(result.rounds)
+    rows = round_rows(result.rounds, result.slowest_training_s)
     model_path = plan.out / "global_model.pt"
     save_model_file(
         model_path,
@@ -230,6 +230,8 @@ def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, 
     console.print(rounds_table(rows))
     final = summary["final_accuracy"]
     console.print(
-        f"final accuracy {final:.4f} after {len(rows)} rounds in {seconds:.1f} s; "
+        f"final accuracy {final:.4f} after {len(rows)} rounds in {seconds:.1f} s "
+        f"(median round {summary['median_round_seconds']:.2f} s, of which "
+        f"{summary['median_overhead_seconds']:.2f} s outside the slowest client's training); "
         f"results in {plan.out}/ (summary.json, global_model.pt, accuracy.png, logs/)"
     )

@@ -1,4 +1,4 @@
-"""Closing a round: aggregate, step the strategy, store, evaluate, record.
+"""Closing a round: aggregate, step the strategy, store, record.
 
 A round either completes (a new global model is stored before the round row
 says so) or fails (the global model stays as it was). If the process dies
@@ -17,7 +17,7 @@ from fedlearn.core.types import RoundStatus
 from fedlearn.errors import ConflictError
 from fedlearn.service.model_state import GlobalModel
 from fedlearn.service.open_round import OpenRound
-from fedlearn.service.ports import Evaluator, ModelStore, RunStore
+from fedlearn.service.ports import ModelStore, RunStore
 
 __all__ = ["close_round", "fail_round"]
 
@@ -31,7 +31,6 @@ def close_round(
     strategy: Strategy,
     runs: RunStore,
     models: ModelStore,
-    evaluator: Evaluator | None,
     now: float,
     key_prefix: str,
     keep_updates: bool,
@@ -53,15 +52,12 @@ def close_round(
         key_prefix=key_prefix,
         server_state=step.state,
     )
-    result = evaluator.evaluate(new.weights()) if evaluator is not None else None
     metrics = convergence_metrics(current.vector, new.vector, mean_delta)
     record = open_.closed(
         status=RoundStatus.COMPLETED,
         completed_at=now,
         global_model_path=new.path,
         server_state_path=new.server_state_path,
-        accuracy=result.accuracy if result else None,
-        loss=result.loss if result else None,
         update_norm=metrics.update_norm,
         model_delta_norm=metrics.model_delta_norm,
         convergence_score=metrics.convergence_score,
@@ -70,10 +66,10 @@ def close_round(
     if not keep_updates:
         _drop_update_blobs(open_, models)
     logger.info(
-        "round %d completed: %d updates, accuracy %s",
+        "round %d completed: %d updates, update norm %.4f",
         open_.number,
         record.participating_clients,
-        f"{result.accuracy:.4f}" if result else "n/a",
+        metrics.update_norm,
     )
     return new
 

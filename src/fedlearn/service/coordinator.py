@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import numpy as np
 
@@ -76,6 +78,8 @@ class Coordinator:
         self._last_round = 0
         self._completed = 0
         self._released: set[str] = set()
+        self._evaluations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
+        self._pending_evaluations = 0
         self._global = self._start(initial_weights)
 
     # -- start-up ---------------------------------------------------------------
@@ -336,7 +340,6 @@ class Coordinator:
             strategy=self.config.strategy,
             runs=self._runs,
             models=self._models,
-            evaluator=self._evaluator,
             now=self._clock.now(),
             key_prefix=self._key(open_.number),
             keep_updates=self.config.keep_updates,
@@ -348,6 +351,32 @@ class Coordinator:
             self._completed += 1
             self._failed_in_a_row = 0
         self._maybe_open_round()
+        if outcome is not None and self._evaluator is not None:
+            self._pending_evaluations += 1
+            self._evaluations.submit(self._evaluate_round, outcome)
+
+    def _evaluate_round(self, model: GlobalModel) -> None:
+        """Score a new global model off the critical path, then record the result.
+
+        The next round is already open while this runs; a run only counts as
+        finished once every evaluation has been recorded.
+        """
+        assert self._evaluator is not None
+        try:
+            result = self._evaluator.evaluate(model.weights())
+            with self._cond:
+                stored = self._runs.get_round(self.config.run_id, model.round_number)
+                if stored is not None:
+                    self._runs.save_round(
+                        replace(stored, accuracy=result.accuracy, loss=result.loss)
+                    )
+            logger.info("round %d: test accuracy %.4f", model.round_number, result.accuracy)
+        except Exception:
+            logger.exception("evaluation of round %d failed", model.round_number)
+        finally:
+            with self._cond:
+                self._pending_evaluations -= 1
+                self._cond.notify_all()
 
     def _fail_open_round(self, reason: str) -> None:
         open_ = self._open
@@ -399,8 +428,15 @@ class Coordinator:
 
     @property
     def finished(self) -> bool:
+        """The run is over and every round's evaluation is recorded."""
         with self._cond:
-            return self._run_state() in (RunState.FINISHED, RunState.FAILED)
+            over = self._run_state() in (RunState.FINISHED, RunState.FAILED)
+            return over and self._pending_evaluations == 0
+
+    def wait_for_evaluations(self, timeout_s: float | None = None) -> bool:
+        """Block until every scheduled evaluation is recorded (for tests and shutdown)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending_evaluations == 0, timeout_s)
 
     @property
     def all_clients_released(self) -> bool:

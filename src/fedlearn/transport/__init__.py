@@ -1,0 +1,3 @@
+"""gRPC adapters: the coordinator's server and the clients' connection."""
+
+__all__: list[str] = []

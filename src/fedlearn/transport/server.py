@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from fedlearn.errors import FedLearnError, UpdateRejectedError
+from fedlearn.errors import ConfigError, FedLearnError, UpdateRejectedError
 from fedlearn.service.coordinator import Coordinator
 from fedlearn.service.messages import Registration
 from fedlearn.transport import convert
@@ -136,9 +136,12 @@ class CoordinatorServer:
         )
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        self.port = self._server.add_insecure_port(options.address)
+        try:
+            self.port = self._server.add_insecure_port(options.address)
+        except RuntimeError as exc:  # recent grpcio raises instead of returning 0
+            raise ConfigError(f"could not bind the coordinator to {options.address}") from exc
         if self.port == 0:
-            raise OSError(f"could not bind the coordinator to {options.address}")
+            raise ConfigError(f"could not bind the coordinator to {options.address}")
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="round-ticker", daemon=True)
 

@@ -61,14 +61,21 @@ def error_from_rpc(exc: grpc.RpcError) -> FedLearnError:
         if key == REASON_KEY:
             reason = str(value)
     message = f"{details} [{code.name if code else 'UNKNOWN'}]"
-    if code is grpc.StatusCode.INVALID_ARGUMENT and reason:
-        return UpdateRejectedError(reason, message)
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return _invalid_argument(reason, message)
     if code is grpc.StatusCode.NOT_FOUND:
         return NotFoundError(message)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
         return StaleRoundError(message) if reason == "stale_round" else ConflictError(message)
     if code is grpc.StatusCode.DATA_LOSS:
         return ChecksumError(message)
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        return ConfigError(message)
     return TransportError(message)
+
+
+def _invalid_argument(reason: str, message: str) -> FedLearnError:
+    """Config and data errors carry their class name as the reason (see ``reason_for``)."""
+    if reason == DataError.__name__:
+        return DataError(message)
+    if reason in ("", ConfigError.__name__):
+        return ConfigError(message)
+    return UpdateRejectedError(reason, message)

@@ -29,6 +29,7 @@ def test_global_model_is_fedavg_of_accepted_deltas_weighted_by_samples(world):
     assert ack.updates_received == 2 and ack.updates_expected == 2
     base = np.concatenate([v.ravel() for v in INITIAL.values()])
     np.testing.assert_allclose(_global(world), base + (30 * 1.0 - 10 * 1.0) / 40)
+    assert world.coordinator.wait_for_evaluations(5.0)
     round1 = world.runs.get_round("r", 1)
     assert round1.status is RoundStatus.COMPLETED
     assert round1.participating_clients == 2
@@ -45,6 +46,9 @@ def test_run_finishes_after_num_rounds_and_clients_are_told(world):
         for c in ("a", "b"):
             world.coordinator.submit_update(submission(c, n, delta(0.1)))
     assert world.coordinator.status().state is RunState.FINISHED
+    assert world.coordinator.wait_for_evaluations(5.0)
+    assert world.coordinator.finished
+    assert all(r.accuracy is not None for r in world.runs.list_rounds("r"))
     assert world.coordinator.poll_task("a").kind is TaskKind.FINISHED
     assert not world.coordinator.all_clients_released
     world.coordinator.poll_task("b")
