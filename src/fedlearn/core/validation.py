@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,10 +11,16 @@ import numpy as np
 import numpy.typing as npt
 
 from fedlearn.core.serialization import DecodedWeights
-from fedlearn.core.types import TensorSpec
-from fedlearn.errors import UpdateRejectedError
+from fedlearn.core.types import ClientCapabilities, TensorSpec
+from fedlearn.errors import ConfigError, UpdateRejectedError
 
-__all__ = ["ValidatedUpdate", "validate_metrics", "validate_update"]
+__all__ = [
+    "ValidatedUpdate",
+    "validate_capabilities",
+    "validate_identifier",
+    "validate_metrics",
+    "validate_update",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +69,34 @@ def validate_metrics(*, num_samples: int, training_loss: float) -> None:
         raise UpdateRejectedError("bad_num_samples", f"num_samples must be > 0, got {num_samples}")
     if not math.isfinite(training_loss):
         raise UpdateRejectedError("non_finite", f"training_loss is not finite: {training_loss}")
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def validate_identifier(kind: str, value: str) -> None:
+    """Ids end up in database keys and blob paths: 1-64 of ``[A-Za-z0-9._-]``."""
+    if not _IDENTIFIER.fullmatch(value):
+        raise ConfigError(
+            f"invalid {kind} {value[:80]!r}: use 1-64 letters, digits, '.', '_' or '-' "
+            "(not starting with '.')"
+        )
+
+
+def validate_capabilities(caps: ClientCapabilities) -> None:
+    """Reject capabilities whose numbers cannot be stored or compared."""
+    p = caps.privacy
+    values = {
+        "epsilon": p.epsilon,
+        "delta": p.delta,
+        "max_grad_norm": p.max_grad_norm,
+        "noise_multiplier": p.noise_multiplier,
+    }
+    for name, value in values.items():
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"privacy {name} must be finite and >= 0, got {value}")
+    if caps.available_samples < 0 or caps.network_bandwidth_mbps < 0:
+        raise ConfigError("available_samples and network_bandwidth_mbps must be >= 0")
+    for model in caps.supported_models:
+        if len(model) > 64:
+            raise ConfigError(f"supported model name too long: {model[:80]!r}")

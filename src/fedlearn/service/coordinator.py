@@ -30,7 +30,12 @@ from fedlearn.core.types import (
     UpdateRecord,
     Weights,
 )
-from fedlearn.core.validation import validate_metrics, validate_update
+from fedlearn.core.validation import (
+    validate_capabilities,
+    validate_identifier,
+    validate_metrics,
+    validate_update,
+)
 from fedlearn.errors import ConflictError, NotFoundError, StaleRoundError
 from fedlearn.service.closing import close_round, fail_round
 from fedlearn.service.messages import (
@@ -71,6 +76,7 @@ class Coordinator:
         self._models = models
         self._clock = clock
         self._evaluator = evaluator
+        validate_identifier("run id", config.run_id)
         self._specs = specs_of(initial_weights)
         self._cond = threading.Condition()
         self._open: OpenRound | None = None
@@ -166,6 +172,8 @@ class Coordinator:
         """Register (or re-register) a client; a round may open as a result."""
         now = self._clock.now()
         cid = client_id or uuid.uuid4().hex
+        validate_identifier("client id", cid)
+        validate_capabilities(capabilities)
         with self._cond:
             previous = self._runs.get_client(self.config.run_id, cid)
             record = ClientRecord(
@@ -226,6 +234,7 @@ class Coordinator:
 
     def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
         """Validate, persist and fold one update; close the round when all reported."""
+        validate_identifier("update id", submission.update_id)
         self._require_client(submission.client_id)
         with self._cond:
             duplicate = self._duplicate_ack(submission)
@@ -269,7 +278,11 @@ class Coordinator:
             if still_open is None or still_open.number != open_.number:
                 self._models.delete(path)
                 raise StaleRoundError(f"round {sub.round_number} closed during the upload")
-            self._runs.add_update(record)
+            try:
+                self._runs.add_update(record)
+            except Exception:
+                self._models.delete(path)
+                raise
             open_.aggregator.add(checked.vector, float(sub.num_samples))
             open_.received[sub.client_id] = record
             open_.bytes_up += record.wire_bytes

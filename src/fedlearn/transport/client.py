@@ -42,6 +42,12 @@ _TRANSIENT = frozenset(
 )
 
 
+def _is_size_limit(exc: grpc.RpcError) -> bool:
+    """RESOURCE_EXHAUSTED for an oversized message never heals by retrying."""
+    details = exc.details() if hasattr(exc, "details") else ""
+    return "larger than max" in (details or "")
+
+
 class GrpcCoordinatorClient:
     """Implements ``CoordinatorApi`` over one gRPC channel.
 
@@ -72,6 +78,9 @@ class GrpcCoordinatorClient:
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),
+                # reconnect soon after an outage instead of gRPC's default (up to 120 s)
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
             ],
         )
         self._stub = pb_grpc.FederatedLearningStub(self._channel)  # type: ignore[no-untyped-call]
@@ -93,7 +102,7 @@ class GrpcCoordinatorClient:
                 return fn()
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
-                if code not in _TRANSIENT:
+                if code not in _TRANSIENT or _is_size_limit(exc):
                     raise error_from_rpc(exc) from exc
                 delay = next(delays, None)
                 if delay is None:

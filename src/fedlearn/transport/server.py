@@ -156,7 +156,7 @@ class CoordinatorServer:
         while not self._stop.wait(self._options.tick_s):
             try:
                 self._coordinator.tick()
-            except FedLearnError:
+            except Exception:  # the ticker must outlive any single failure
                 logger.exception("round deadline check failed")
 
     def wait_until_finished(self, poll_s: float = 0.2) -> None:

@@ -64,3 +64,22 @@ def test_submit_rejects_update_that_does_not_fit_the_model(weights, reason):
 def test_metrics_must_be_usable(samples, loss):
     with pytest.raises(UpdateRejectedError):
         validate_metrics(num_samples=samples, training_loss=loss)
+
+
+@pytest.mark.parametrize("value", ["", "x" * 65, "../etc", ".hidden", "a/b", "a b", "é"])
+def test_identifiers_that_could_break_keys_or_paths_are_refused(value):
+    from fedlearn.core.validation import validate_identifier
+    from fedlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        validate_identifier("client id", value)
+
+
+def test_capabilities_with_nan_privacy_are_refused():
+    from fedlearn.core.types import ClientCapabilities, PrivacyConfig
+    from fedlearn.core.validation import validate_capabilities
+    from fedlearn.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        validate_capabilities(ClientCapabilities(privacy=PrivacyConfig(epsilon=float("nan"))))
+    validate_capabilities(ClientCapabilities(privacy=PrivacyConfig(epsilon=3.0, delta=1e-5)))

