@@ -69,6 +69,14 @@ def coordinator(
     local_epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Client learning rate (SGD).")] = 0.05,
+    lr_decay: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Client learning rate multiplier per round: round r uses lr * lr_decay**(r-1).",
+        ),
+    ] = 1.0,
     round_timeout: Annotated[
         float,
         typer.Option(
@@ -125,6 +133,7 @@ def coordinator(
         round_config=RoundConfig(
             local_epochs=local_epochs, batch_size=batch_size, learning_rate=lr
         ),
+        lr_decay=lr_decay,
         round_timeout_s=round_timeout,
         seed=seed,
         keep_updates=keep_updates,

@@ -56,6 +56,9 @@ def run(
     local_epochs: Annotated[int, typer.Option(min=1)] = 2,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Client SGD learning rate.")] = 0.05,
+    lr_decay: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Per-round learning rate multiplier.")
+    ] = 1.0,
     strategy: Annotated[
         str, typer.Option(help="fedavg, or fedavgm (server momentum).")
     ] = "fedavgm",
@@ -103,7 +106,7 @@ def run(
         coordinator_args=(
             "--run-id", run_id, "--model", model, "--rounds", rounds,
             "--min-clients", clients, "--local-epochs", local_epochs,
-            "--batch-size", batch_size, "--lr", lr, "--strategy", strategy,
+            "--batch-size", batch_size, "--lr", lr, "--lr-decay", lr_decay, "--strategy", strategy,
             "--server-momentum", server_momentum, "--server-lr", server_lr,
             "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
             "--test-dataset", dataset,
@@ -124,7 +127,7 @@ def run(
 def _config(values: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
-        "batch_size", "lr", "strategy", "server_momentum", "server_lr", "holdout", "seed",
+        "batch_size", "lr", "lr_decay", "strategy", "server_momentum", "server_lr", "holdout", "seed",
         "threads",
     )  # fmt: skip
     return {k: values[k] for k in keys}

@@ -20,6 +20,7 @@ import numpy as np
 
 from fedlearn.core.aggregation import StreamingFedAvg
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
+from fedlearn.core.schedule import round_config_for
 from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import (
     ClientCapabilities,
@@ -419,7 +420,7 @@ class Coordinator:
             round_number=number,
             status=RoundStatus.OPEN,
             selected_clients=sample_clients(clients, k, rng=round_rng(cfg.seed, number)),
-            config=cfg.round_config,
+            config=round_config_for(cfg.round_config, number, lr_decay=cfg.lr_decay),
             started_at=now,
             deadline_at=now + cfg.round_timeout_s,
             base_model_path=self._global.path,

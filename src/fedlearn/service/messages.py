@@ -33,6 +33,7 @@ class CoordinatorConfig:
     clients_per_round: int | None = None
     fraction: float | None = None
     round_config: RoundConfig = field(default_factory=RoundConfig)
+    lr_decay: float = 1.0
     round_timeout_s: float = 300.0
     seed: int = 0
     keep_updates: bool = False

@@ -76,3 +76,16 @@ def test_convergence_metrics():
     assert m.update_norm == pytest.approx(1.0)
     assert m.model_delta_norm == pytest.approx(0.5)
     assert m.convergence_score == pytest.approx(0.1)
+
+
+def test_round_config_learning_rate_decays_geometrically():
+    from fedlearn.core.schedule import round_config_for
+    from fedlearn.core.types import RoundConfig
+
+    base = RoundConfig(local_epochs=2, batch_size=32, learning_rate=0.1)
+    assert round_config_for(base, 1, lr_decay=0.5) == base
+    third = round_config_for(base, 3, lr_decay=0.5)
+    assert third.learning_rate == pytest.approx(0.025)
+    assert (third.local_epochs, third.batch_size) == (2, 32)
+    with pytest.raises(ConfigError):
+        round_config_for(base, 1, lr_decay=0.0)

@@ -96,3 +96,13 @@ def test_client_sampling_selects_clients_per_round():
     selected = [c for c in "abcd" if world.coordinator.poll_task(c).kind is TaskKind.TRAIN]
     assert len(selected) == 2
     assert set(world.runs.get_round("r", 1).selected_clients) == set(selected)
+
+
+def test_each_round_hands_out_the_decayed_learning_rate():
+    world = World(lr_decay=0.5)
+    world.register("a", "b")
+    assert world.coordinator.poll_task("a").config.learning_rate == pytest.approx(0.1)
+    for c in ("a", "b"):
+        world.coordinator.submit_update(submission(c, 1, delta(0.1)))
+    assert world.coordinator.poll_task("a").config.learning_rate == pytest.approx(0.05)
+    assert world.runs.get_round("r", 2).config.learning_rate == pytest.approx(0.05)
