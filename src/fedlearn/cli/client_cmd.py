@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from fedlearn.bootstrap import ClientSettings, DataSettings, build_client
 from fedlearn.cli.common import (
     CacheDirOpt,
     CoordinatorOpt,
@@ -60,6 +59,8 @@ def client(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Register with a coordinator, then train each round it asks for, until the run ends."""
+    from fedlearn.bootstrap import ClientSettings, DataSettings, build_client
+
     setup_logging(log_level, plain=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     settings = ClientSettings(

@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from fedlearn.bootstrap import CoordinatorSettings, DataSettings, build_coordinator
 from fedlearn.cli.common import CacheDirOpt, LogLevelOpt, default_cache_dir, setup_logging
 from fedlearn.core.strategy import make_strategy
 from fedlearn.core.types import RoundConfig
@@ -122,6 +121,8 @@ def coordinator(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve a federated training run: register clients, run rounds, aggregate with FedAvg."""
+    from fedlearn.bootstrap import CoordinatorSettings, DataSettings, build_coordinator
+
     setup_logging(log_level, plain=True)
     run = CoordinatorConfig(
         run_id=run_id,

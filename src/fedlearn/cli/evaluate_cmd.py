@@ -9,9 +9,6 @@ from typing import Annotated
 import typer
 
 from fedlearn.cli.common import DataDirOpt, DatasetOpt, default_cache_dir
-from fedlearn.data import load_dataset, load_test_split
-from fedlearn.models.checkpoint import load_model_file
-from fedlearn.models.evaluate import evaluate_model
 
 __all__ = ["evaluate"]
 
@@ -33,6 +30,10 @@ def evaluate(
     ] = False,
 ) -> None:
     """Evaluate a saved global model on a test split (t10k-* IDX files in --data-dir)."""
+    from fedlearn.data import load_dataset, load_test_split
+    from fedlearn.models.checkpoint import load_model_file
+    from fedlearn.models.evaluate import evaluate_model
+
     _, net = load_model_file(model)
     if data_dir is not None:
         images, labels = load_test_split(data_dir)

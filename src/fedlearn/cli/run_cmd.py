@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fedlearn.bootstrap import DataSettings, fetch_status, load_data, read_run
 from fedlearn.cli.common import (
     CacheDirOpt,
     DataDirOpt,
@@ -24,8 +23,8 @@ from fedlearn.cli.processes import ProcessGroup, fedlearn_command
 from fedlearn.cli.report import round_rows, rounds_table, write_plot, write_summary
 from fedlearn.data.bundled import BUNDLED_SOURCE
 from fedlearn.errors import FedLearnError, TransportError
-from fedlearn.models.checkpoint import save_model_file
 from fedlearn.service.messages import RunState
+from fedlearn.transport.client import fetch_status
 
 __all__ = ["run"]
 
@@ -81,6 +80,8 @@ def run(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Run a local federation on 127.0.0.1 and save its results to --out."""
+    from fedlearn.bootstrap import DataSettings, load_data
+
     setup_logging(log_level)
     console = Console()
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,8 @@ def run(
             "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
             "--test-dataset", dataset,
             *(["--test-data-dir", data_dir] if data_dir is not None else []),
-            *data_args[2:],
+            "--cache-dir", default_cache_dir(cache_dir),
+            *(["--no-download"] if data.source == BUNDLED_SOURCE else []),
         ),
         client_args=(
             *data_args, "--num-partitions", clients, "--partitioner", partitioner,
@@ -214,6 +216,9 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
 
 
 def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, Any]) -> None:
+    from fedlearn.bootstrap import read_run
+    from fedlearn.models.checkpoint import save_model_file
+
     result = read_run(plan.database_url, plan.model_dir, plan.run_id)
     rows = round_rows(result.rounds, result.slowest_training_s)
     model_path = plan.out / "global_model.pt"

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedlearn.bootstrap import fetch_status
 from fedlearn.cli.common import CoordinatorOpt
 from fedlearn.service.messages import TrainingStatus
+from fedlearn.transport.client import fetch_status
 
 __all__ = ["render_status", "status"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,8 +97,11 @@ def read_model_file(path: str | os.PathLike[str]) -> ModelFile:
         raise DataError(f"model file {str(target)!r} does not exist")
     try:
         payload = torch.load(target, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise DataError(f"model file {str(target)!r} is corrupt or unreadable: {exc}") from exc
+    except Exception as exc:  # torch.load raises many kinds on foreign or damaged files
+        raise DataError(
+            f"model file {str(target)!r} is corrupt or not a fedlearn model file "
+            f"({type(exc).__name__})"
+        ) from exc
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise DataError(f"model file {str(target)!r} has no state_dict")
     model_name = payload.get("model_name")

@@ -88,6 +88,7 @@ class Coordinator:
         self._evaluations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
         self._pending_evaluations = 0
         self._global = self._start(initial_weights)
+        self._catch_up()
 
     # -- start-up ---------------------------------------------------------------
 
@@ -119,6 +120,27 @@ class Coordinator:
             self._completed,
         )
         return model
+
+    def _catch_up(self) -> None:
+        """Finish what a crash interrupted: close a complete round, open the next,
+        and score completed rounds whose evaluation was lost."""
+        with self._cond:
+            if self._open is not None and self._open.complete:
+                self._close_open_round()
+            self._maybe_open_round()
+            if self._evaluator is None:
+                return
+            for record in self._runs.list_rounds(self.config.run_id):
+                unscored = record.status is RoundStatus.COMPLETED and record.accuracy is None
+                if unscored and record.global_model_path and record.round_number > 0:
+                    model = GlobalModel.load(
+                        record.round_number,
+                        record.global_model_path,
+                        specs=self._specs,
+                        store=self._models,
+                        server_state_path=None,
+                    )
+                    self._schedule_evaluation(model)
 
     def _store_initial_model(self, initial_weights: Weights) -> GlobalModel:
         now = self._clock.now()
@@ -366,8 +388,11 @@ class Coordinator:
             self._failed_in_a_row = 0
         self._maybe_open_round()
         if outcome is not None and self._evaluator is not None:
-            self._pending_evaluations += 1
-            self._evaluations.submit(self._evaluate_round, outcome)
+            self._schedule_evaluation(outcome)
+
+    def _schedule_evaluation(self, model: GlobalModel) -> None:
+        self._pending_evaluations += 1
+        self._evaluations.submit(self._evaluate_round, model)
 
     def _evaluate_round(self, model: GlobalModel) -> None:
         """Score a new global model off the critical path, then record the result.

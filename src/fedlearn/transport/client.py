@@ -28,7 +28,7 @@ from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
 from fedlearn.transport.status_codes import error_from_rpc
 
-__all__ = ["GrpcCoordinatorClient"]
+__all__ = ["GrpcCoordinatorClient", "fetch_status"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -165,3 +165,10 @@ class GrpcCoordinatorClient:
             lambda: self._stub.GetTrainingStatus(pb.StatusRequest(), timeout=self._timeout),
         )
         return convert.status_from_proto(reply)
+
+
+def fetch_status(target: str, *, timeout_s: float = 5.0) -> TrainingStatus:
+    """One status call with a short retry budget (``fedlearn status``, ``fedlearn run``)."""
+    retry = RetryPolicy(initial_s=0.1, max_delay_s=1.0, total_s=timeout_s)
+    with GrpcCoordinatorClient(target, retry=retry, call_timeout_s=timeout_s) as api:
+        return api.status()

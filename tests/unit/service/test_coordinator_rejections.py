@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import World, delta, submission
+from service_world import World, delta, submission
 
 from fedlearn.core.serialization import encode_weights
 from fedlearn.errors import (

@@ -1,5 +1,5 @@
 import numpy as np
-from conftest import World, delta, submission
+from service_world import World, delta, submission
 
 from fedlearn.core.strategy import FedAvgM
 from fedlearn.core.types import RoundStatus

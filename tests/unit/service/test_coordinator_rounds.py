@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from conftest import INITIAL, World, delta, submission
+from service_world import INITIAL, World, delta, submission
 
 from fedlearn.core.serialization import decode_weights
 from fedlearn.core.strategy import FedAvgM
