@@ -112,6 +112,12 @@ def coordinator(
         typer.Option(min=1, help="gRPC message size limit (MiB); weights are chunked below it."),
     ] = 4,
     max_workers: Annotated[int, typer.Option(min=4, help="gRPC worker threads.")] = 64,
+    max_concurrent_uploads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Uploads held in memory at once; more get RESOURCE_EXHAUSTED and retry."
+        ),
+    ] = 16,
     linger: Annotated[
         float,
         typer.Option(
@@ -150,7 +156,10 @@ def coordinator(
         )
     settings = CoordinatorSettings(
         server=ServerOptions(
-            address=address, max_workers=max_workers, max_message_bytes=max_message_mb * MiB
+            address=address,
+            max_workers=max_workers,
+            max_message_bytes=max_message_mb * MiB,
+            max_concurrent_uploads=max_concurrent_uploads,
         ),
         database_url=database_url,
         model_dir=model_dir,

@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -55,12 +56,13 @@ def _compare_specs(got: Sequence[TensorSpec], expected: Sequence[TensorSpec]) ->
 def validate_update(decoded: DecodedWeights, expected: Sequence[TensorSpec]) -> ValidatedUpdate:
     """Reject an update whose tensors differ from ``expected`` or are not finite."""
     _compare_specs(decoded.specs, expected)
-    vector = decoded.flat("float32")
+    vector = cast("npt.NDArray[np.float32]", decoded.flat("float32"))
     if not np.isfinite(vector).all():
         bad = int(np.count_nonzero(~np.isfinite(vector)))
         raise UpdateRejectedError("non_finite", f"update holds {bad} NaN or infinite values")
-    norm = math.sqrt(float(np.dot(vector.astype(np.float64), vector.astype(np.float64))))
-    return ValidatedUpdate(vector=vector, norm=norm)  # type: ignore[arg-type]
+    # einsum accumulates in float64 without materialising a float64 copy of the update
+    norm = math.sqrt(float(np.einsum("i,i->", vector, vector, dtype=np.float64)))
+    return ValidatedUpdate(vector=vector, norm=norm)
 
 
 def validate_metrics(*, num_samples: int, training_loss: float) -> None:

@@ -37,6 +37,8 @@ class ServerOptions:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_wait_s: float = 5.0
     tick_s: float = 0.2
+    max_concurrent_uploads: int = 16
+    """Uploads held in memory at once; more are refused with RESOURCE_EXHAUSTED."""
 
 
 class _Translated:
@@ -58,6 +60,7 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
     def __init__(self, coordinator: Coordinator, options: ServerOptions) -> None:
         self._coordinator = coordinator
         self._options = options
+        self._upload_slots = threading.BoundedSemaphore(options.max_concurrent_uploads)
 
     def RegisterClient(
         self, request: pb.ClientRegistration, context: grpc.ServicerContext
@@ -93,6 +96,21 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
             yield pb.ModelChunk(data=data)
 
     def SubmitUpdate(
+        self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
+    ) -> pb.UpdateAck:
+        # Back-pressure: each upload holds its payload in memory until it is folded in.
+        if not self._upload_slots.acquire(blocking=False):
+            context.set_trailing_metadata(((REASON_KEY, "busy"), ("retry-after-ms", "500")))
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._options.max_concurrent_uploads} uploads in progress; retry shortly",
+            )
+        try:
+            return self._submit(request_iterator, context)
+        finally:
+            self._upload_slots.release()
+
+    def _submit(
         self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
     ) -> pb.UpdateAck:
         with _Translated(context):

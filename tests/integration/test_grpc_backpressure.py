@@ -1,0 +1,90 @@
+"""Uploads beyond the configured limit are refused with RESOURCE_EXHAUSTED, not buffered."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import grpc
+import numpy as np
+
+from fedlearn.core.serialization import encode_weights
+from fedlearn.core.types import ClientCapabilities
+from fedlearn.persistence import InMemoryModelStore, InMemoryRunStore
+from fedlearn.service.coordinator import Coordinator
+from fedlearn.service.messages import CoordinatorConfig
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
+from fedlearn.transport.server import CoordinatorServer, ServerOptions
+
+WEIGHTS = {"w": np.zeros(1000, np.float32)}
+
+
+class _Clock:
+    def now(self) -> float:
+        import time
+
+        return time.time()
+
+
+def _header(client: str) -> pb.UpdateChunk:
+    payload = encode_weights({"w": np.ones(1000, np.float32)})
+    return pb.UpdateChunk(
+        header=pb.UpdateHeader(
+            client_id=client,
+            round_number=1,
+            update_id=f"{client}-1",
+            num_samples=5,
+            training_loss=0.1,
+            total_bytes=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+        )
+    ), payload
+
+
+def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
+    coordinator = Coordinator(
+        CoordinatorConfig(run_id="bp", model_name="toy", num_rounds=1, min_clients=2),
+        WEIGHTS,
+        runs=InMemoryRunStore(),
+        models=InMemoryModelStore(),
+        clock=_Clock(),
+    )
+    for name in ("a", "b"):
+        coordinator.register_client(name, ClientCapabilities(available_samples=5))
+    server = CoordinatorServer(
+        coordinator, ServerOptions(address="127.0.0.1:0", max_concurrent_uploads=1)
+    )
+    server.start()
+    release = threading.Event()
+    started = threading.Event()
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stub = pb_grpc.FederatedLearningStub(channel)
+        header_a, payload = _header("a")
+
+        def slow_stream():
+            yield header_a
+            started.set()
+            release.wait(10)
+            yield pb.UpdateChunk(data=payload)
+
+        first = stub.SubmitUpdate.future(slow_stream(), timeout=20)
+        assert started.wait(5)
+        header_b, payload_b = _header("b")
+        try:
+            stub.SubmitUpdate(iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=5)
+            raise AssertionError("the second upload should have been refused")
+        except grpc.RpcError as exc:
+            assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "retry" in exc.details()
+        assert coordinator.status().updates_received == 0
+        release.set()
+        assert first.result().updates_received == 1
+        # the slot is free again: b's upload now goes through
+        ack = stub.SubmitUpdate(iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=5)
+        assert ack.updates_received == 2
+        channel.close()
+    finally:
+        release.set()
+        server.stop()
