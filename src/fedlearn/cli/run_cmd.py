@@ -43,7 +43,7 @@ class _Plan:
 
 def run(
     clients: Annotated[int, typer.Option(min=1, help="Client processes to start.")] = 10,
-    rounds: Annotated[int, typer.Option(min=1, help="Rounds to train.")] = 20,
+    rounds: Annotated[int, typer.Option(min=1, help="Rounds to train.")] = 50,
     model: Annotated[str, typer.Option(help="cnn or mlp.")] = "cnn",
     dataset: DatasetOpt = "mnist",
     data_dir: DataDirOpt = None,
@@ -52,7 +52,7 @@ def run(
         str, typer.Option(help="iid, shards (2 label shards per client) or dirichlet.")
     ] = "shards",
     alpha: Annotated[float, typer.Option(help="Dirichlet concentration.")] = 0.5,
-    local_epochs: Annotated[int, typer.Option(min=1)] = 2,
+    local_epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Client SGD learning rate.")] = 0.05,
     lr_decay: Annotated[
@@ -61,7 +61,7 @@ def run(
     strategy: Annotated[
         str, typer.Option(help="fedavg, or fedavgm (server momentum).")
     ] = "fedavgm",
-    server_momentum: Annotated[float, typer.Option(help="Momentum of fedavgm.")] = 0.8,
+    server_momentum: Annotated[float, typer.Option(help="Momentum of fedavgm.")] = 0.9,
     server_lr: Annotated[float, typer.Option(help="Server learning rate.")] = 1.0,
     holdout: Annotated[
         float,
