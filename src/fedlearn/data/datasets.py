@@ -116,7 +116,7 @@ def load_dataset(
         "4,000 train / 1,000 held-out test",
         _why_not_found(cache_dir, allow_download=allow_download),
     )
-    (train_x, train_y), (test_x, test_y) = bundled_digits_split()
+    (train_x, train_y), (test_x, test_y) = bundled_digits_split(cache_dir)
     return Dataset(name, train_x, train_y, test_x, test_y, BUNDLED_SOURCE)
 
 

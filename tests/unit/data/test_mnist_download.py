@@ -87,7 +87,8 @@ def test_all_mirrors_failing_falls_back_to_bundled_digits(
         )
     assert dataset.source == BUNDLED_SOURCE
     assert (len(dataset.train_labels), len(dataset.test_labels)) == (4000, 1000)
-    assert list(tmp_path.iterdir()) == [], "files failing their checksum are deleted"
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "bundled"]
+    assert leftovers == [], "files failing their checksum are deleted"
     assert any("HTTP 404" in r.getMessage() for r in caplog.records)
     assert any("full MNIST not found" in r.getMessage() for r in caplog.records)
 
