@@ -37,8 +37,8 @@ run: install
 	$(BIN)/fedlearn run $(RUN_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check src tests scripts benchmarks
+	$(BIN)/ruff format --check src tests scripts benchmarks
 
 typecheck: install
 	$(BIN)/mypy
@@ -48,6 +48,10 @@ layers: install
 
 test: install lint typecheck layers
 	$(BIN)/python -m pytest -q
+
+# Benchmarks (quick mode by default; BENCH_ARGS="--full" for the long runs).
+bench: install
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 proto: install
 	$(BIN)/python scripts/gen_proto.py

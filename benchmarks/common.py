@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -24,7 +24,6 @@ __all__ = [
     "MB",
     "Child",
     "RssWatcher",
-    "best_time",
     "cnn_weights",
     "child_env",
     "fedlearn_command",
@@ -49,16 +48,6 @@ CNN_SHAPES: dict[str, tuple[int, ...]] = {
 CNN_PARAMETERS = 1_663_370
 DIGITS_DIR = Path.home() / ".cache" / "fedlearn" / "benchmark-digits"
 MNIST_CACHE = Path.home() / ".cache" / "fedlearn" / "mnist"
-
-
-def best_time(fn: Callable[[], object], *, repeat: int) -> float:
-    """The shortest of ``repeat`` wall-clock timings of ``fn()``, in seconds."""
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
 
 
 def cnn_weights(rng: np.random.Generator, *, scale: float = 1e-3) -> dict[str, np.ndarray]:

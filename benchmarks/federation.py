@@ -47,10 +47,15 @@ def run_federation(
     rounds: int,
     dataset: str = "mnist",
     partitioner: str = "iid",
-    timeout_s: float = 3600.0,
+    round_timeout_s: float = 1800.0,
     **overrides: Any,
 ) -> FederationRun:
-    """Run ``fedlearn run`` to the end in a temporary folder; its ``summary.json``."""
+    """Run ``fedlearn run`` to the end in a temporary folder; its ``summary.json``.
+
+    Rounds may take minutes on a small machine (Fashion-MNIST, many clients), so the
+    coordinator's round timeout is generous; the whole run is given up after
+    ``round_timeout_s`` per round plus ten minutes.
+    """
     params = {**HYPERPARAMETERS, **overrides}
     data, source = data_args(dataset)
     with tempfile.TemporaryDirectory(prefix="fedlearn-bench-run-") as name:
@@ -60,11 +65,12 @@ def run_federation(
             "--partitioner", partitioner, "--model", params["model"],
             "--strategy", params["strategy"], "--local-epochs", params["local_epochs"],
             "--batch-size", params["batch_size"], "--lr", params["lr"], "--seed", params["seed"],
-            "--threads", params["threads"], "--out", out, "--log-level", "warning",
+            "--threads", params["threads"], "--round-timeout", round_timeout_s,
+            "--out", out, "--log-level", "warning",
         )  # fmt: skip
         child = Child(command, Path(name) / "run.log")
         try:
-            code = child.wait(timeout_s)
+            code = child.wait(600.0 + rounds * round_timeout_s)
         finally:
             child.stop()
         summary_path = out / "summary.json"

@@ -27,8 +27,13 @@
    ``benchmarks/results/flower.json`` (the contract of :mod:`benchmarks.report`) and two
    PNG plots beside it.
 
-Quick: 10 clients, 5 rounds, once (about 10 minutes on 2 cores, mostly Flower).
-Full: 10 and 50 clients, 20 rounds, twice each.
+Quick: 10 clients, 5 rounds, once: about 7 minutes on 2 cores, 5 of them Flower's (the
+first run also spends a few minutes creating the virtual environment).
+Full: 10 and 50 clients, 20 rounds, twice each: hours on 2 cores (Flower's rounds take
+about 50 s at 10 clients there). Every SuperNode holds a SuperExec and, each round, a new
+ClientApp process (about 0.9 GB of RSS together, torch included), so 50 of them may not
+fit in memory: a run is stopped, and reported as failed, when less than 2 GiB is left.
+``--clients``, ``--rounds`` and ``--repeats`` override the mode's figures.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from benchmarks.report import (
     Target,
     command_line,
     draw_plots,
+    machine_info,
     print_document,
     save_document,
     to_document,
@@ -91,7 +97,7 @@ SEED = 0
 ACCURACY_TOLERANCE = 0.005
 """Largest per-round accuracy shortfall (5 of 1,000 test digits) still counted as noise."""
 OVERHEAD_TARGET = 0.1
-MIN_FREE_MEMORY = 1 << 30
+MIN_FREE_MEMORY = 2 << 30
 """A run is stopped (and reported as such) when the machine has less memory available."""
 POLL_S = 0.25
 
@@ -385,6 +391,11 @@ def _fedlearn_command(clients: int, rounds: int, digits: Path, out: Path) -> lis
     ]  # fmt: skip
 
 
+def _relative(command: str) -> str:
+    """A command line with the repository's path left out (relative to its root)."""
+    return command.replace(f"{REPO_ROOT}{os.sep}", "")
+
+
 def _fedlearn_role(cmdline: str) -> str | None:
     if " coordinator " in f" {cmdline} ":
         return "coordinator"
@@ -395,11 +406,12 @@ def _fedlearn_role(cmdline: str) -> str | None:
 
 def run_fedlearn(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutcome:
     outcome = RunOutcome("fedlearn", clients, repeat)
+    outcome.extra["load_1min_at_start"] = round(os.getloadavg()[0], 2)
     folder = WORK / f"fedlearn-n{clients}-r{repeat}"
     shutil.rmtree(folder, ignore_errors=True)
     group = Group(folder / "process-logs", dict(os.environ))
     command = _fedlearn_command(clients, rounds, digits, folder / "out")
-    outcome.extra["command"] = " ".join(command)
+    outcome.extra["command"] = _relative(" ".join(command))
     started = time.monotonic()
     group.start("fedlearn-run", command)
     watcher = TreeWatcher(group.pids, _fedlearn_role)
@@ -438,6 +450,9 @@ def run_fedlearn(clients: int, rounds: int, repeat: int, digits: Path) -> RunOut
             for r in summary["rounds"]
         ]
         outcome.extra["wall_seconds"] = summary.get("wall_seconds")
+    # The run's database and model store (every round's model and every update: GBs
+    # at 50 clients) are not needed once summary.json is read.
+    shutil.rmtree(folder / "out" / "state", ignore_errors=True)
     outcome.bytes_per_round = _median_or_none(outcome.column("bytes"))
     outcome.bytes_note = "fedlearn: bytes_up + bytes_down of summary.json (update/model blobs)"
     outcome.peaks_mb = {
@@ -525,6 +540,7 @@ def _run_config(clients: int, rounds: int, digits: Path, results: Path) -> str:
 
 def run_flower(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutcome:
     outcome = RunOutcome("Flower", clients, repeat)
+    outcome.extra["load_1min_at_start"] = round(os.getloadavg()[0], 2)
     folder = WORK / f"flower-n{clients}-r{repeat}"
     shutil.rmtree(folder, ignore_errors=True)
     home = folder / "flwr-home"
@@ -555,9 +571,7 @@ def run_flower(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutco
                  "--node-config", f"partition-id={k} num-partitions={clients}"],
             )  # fmt: skip
         config = _run_config(clients, rounds, digits, results)
-        outcome.extra["command"] = (
-            f"flwr run {APP.relative_to(REPO_ROOT)} {CONNECTION} -c '{config}'"
-        )
+        outcome.extra["command"] = _relative(f"flwr run {APP} {CONNECTION} -c '{config}'")
         answer = _flwr_cli(env, folder, "run", str(APP), CONNECTION, "-c", config)
         run_id = str(answer.get("run-id") or "")
         if not run_id:
@@ -602,7 +616,7 @@ def _wait_for_flower(
         if now > deadline:
             return f"stopped after {now - started:.0f} s"
         if now > next_check:  # a failed run never logs its end: ask the SuperLink
-            next_check = now + 30
+            next_check = now + 60
             runs = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id).get("runs", [{}])
             status = str(runs[0].get("status", ""))
             if status.startswith("finished") and status != "finished:completed":
@@ -919,6 +933,15 @@ def _notes(
         "process; Flower's SuperLink alone, and the SuperLink plus the SuperExec and "
         "ServerApp processes it starts (where Flower's FedAvg and evaluation run).",
     ]
+    loads = ", ".join(
+        f"{o.framework} {o.clients}/{o.repeat}: {o.extra.get('load_1min_at_start')}"
+        for o in outcomes
+    )
+    notes.append(
+        f"1-minute load average when each run started ({os.cpu_count()} cores; framework "
+        f"clients/run: load): {loads}. Both frameworks' clients share the same cores, so "
+        "per-client training times include that contention."
+    )
     for o in outcomes:
         if o.error:
             notes.append(
@@ -945,20 +968,10 @@ def _figures(comparisons: Sequence[Comparison]) -> list[Plot]:
     categories = [
         f"{label}, {c.clients} clients" for c in comparisons for label in ("round", "overhead")
     ]
+    keys = ("seconds", "overhead_seconds")
     bars = [
-        Series(
-            name,
-            categories,
-            [
-                _pooled(outcomes(c), key)
-                for c in comparisons
-                for key in ("seconds", "overhead_seconds")
-            ],
-        )
-        for name, outcomes in (
-            ("fedlearn", lambda c: c.fed),
-            ("Flower", lambda c: c.flw),
-        )
+        Series("fedlearn", categories, [_pooled(c.fed, k) for c in comparisons for k in keys]),
+        Series("Flower", categories, [_pooled(c.flw, k) for c in comparisons for k in keys]),
     ]
     return [
         Plot(
@@ -1005,9 +1018,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rounds or base.rounds,
         args.repeats or base.repeats,
     )
+    machine = machine_info()  # before the runs: the load average is the machine's own
     result, flower_versions = measure(mode)
     plots = draw_plots(result, args.out)
-    document = to_document(result, mode=mode.name, command=command_line(), plots=plots)
+    document = to_document(
+        result, mode=mode.name, command=command_line(), plots=plots, machine=machine
+    )
     document["versions"].update(
         {"flwr": flower_versions["flwr"], "torch (Flower venv)": flower_versions["torch"]}
     )

@@ -85,7 +85,10 @@ def run(quick: bool) -> Result:
         targets=targets,
         notes=[
             f"fedlearn run --partitioner iid, {HYPERPARAMETERS}; data: {first.data_source}; "
-            f"{rounds} rounds; command: {' '.join(first.command[1:])} (out folder temporary).",
+            f"{rounds} rounds; command: fedlearn {' '.join(first.command[3:])} "
+            "(temporary --out folder).",
+            "Round 1 starts when the last client registers, while the others may still be "
+            "starting up; the medians are robust to it, the max overhead is usually round 1.",
             "Overhead = round wall time (coordinator's database) - the slowest selected "
             "client's local training time; it holds downloads, uploads, validation, "
             "aggregation, persistence, the clients' polling and process scheduling.",

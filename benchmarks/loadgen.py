@@ -8,7 +8,8 @@ download the global model, and submit a delta of the model's real size (random
 float32 tensors shaped like the downloaded model, built once per process). It
 stops when the coordinator says the run is finished, or dies on an error a real
 client would die on (``TransportError`` once retries are spent). The statistics
-(calls, latencies, errors) go to ``--stats`` as JSON when every client is done
+(calls, latencies, errors, and the transient failures the client library
+retried, counted from its debug log) go to ``--stats`` as JSON when every client is done
 or ``--deadline`` passes.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import logging
 import os
 import threading
 import time
@@ -44,6 +46,7 @@ class LoadStats:
         self._lock = threading.Lock()
         self.latencies: dict[str, list[float]] = collections.defaultdict(list)
         self.errors: collections.Counter[str] = collections.Counter()
+        self.retries: collections.Counter[str] = collections.Counter()
         self.first_errors: list[str] = []
         self.rounds_trained = 0
         self.finished_clients = 0
@@ -59,6 +62,10 @@ class LoadStats:
             if len(self.first_errors) < 5:
                 self.first_errors.append(f"{kind}: {exc}"[:300])
             self.dead_clients += int(fatal)
+
+    def retry(self, what: str) -> None:
+        with self._lock:
+            self.retries[what] += 1
 
     def count(self, *, trained: int = 0, finished: int = 0) -> None:
         with self._lock:
@@ -83,10 +90,32 @@ class LoadStats:
                 "dead_clients": self.dead_clients,
                 "rounds_trained": self.rounds_trained,
                 "errors": dict(self.errors),
+                "retries": dict(self.retries),
                 "first_errors": list(self.first_errors),
                 "latency": latency,
                 "wall_s": wall_s,
             }
+
+
+class _RetryCounter(logging.Handler):
+    """Counts the transient failures ``GrpcCoordinatorClient`` retries (its debug log)."""
+
+    def __init__(self, stats: LoadStats) -> None:
+        super().__init__(logging.DEBUG)
+        self._stats = stats
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        if "retrying" in str(record.msg) and len(args) >= 2:
+            code = getattr(args[1], "name", str(args[1]))
+            self._stats.retry(f"{args[0]}: {code}")
+
+
+def _count_retries(stats: LoadStats) -> None:
+    client_log = logging.getLogger(GrpcCoordinatorClient.__module__)
+    client_log.setLevel(logging.DEBUG)
+    client_log.propagate = False
+    client_log.addHandler(_RetryCounter(stats))
 
 
 class _DeltaCache:
@@ -184,6 +213,7 @@ def _parse() -> argparse.Namespace:
 def main() -> None:
     args = _parse()
     stats = LoadStats()
+    _count_retries(stats)
     deltas = _DeltaCache(args.seed)
     started = time.monotonic()
     threads = []

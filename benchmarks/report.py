@@ -256,6 +256,7 @@ def draw_plots(result: Result, out_dir: Path) -> list[str]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.ticker  # noqa: PLC0415
 
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = []
@@ -270,6 +271,8 @@ def draw_plots(result: Result, out_dir: Path) -> list[str]:
         ax.set(title=figure.title, xlabel=figure.xlabel, ylabel=figure.ylabel)
         if figure.logx:
             ax.set_xscale("log")
+        elif figure.kind == "line" and _integer_x(figure):
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         if figure.logy:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
@@ -280,6 +283,10 @@ def draw_plots(result: Result, out_dir: Path) -> list[str]:
         plt.close(fig)
         drawn.append(figure.file)
     return drawn
+
+
+def _integer_x(figure: Plot) -> bool:
+    return all(isinstance(x, int) for s in figure.series for x in s.x)
 
 
 def _bars(ax: Any, figure: Plot) -> None:

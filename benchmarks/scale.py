@@ -12,6 +12,7 @@ Peak RSS is the coordinator's ``VmHWM``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import sqlite3
@@ -32,7 +33,7 @@ from benchmarks.common import (
 )
 from benchmarks.report import Plot, Result, Series, Target
 
-__all__ = ["ScaleRun", "run", "run_scale"]
+__all__ = ["ScaleRun", "main", "run", "run_scale"]
 
 CLIENTS_PER_LOADGEN = 250
 MAX_LOADGENS = 4
@@ -57,6 +58,10 @@ class ScaleRun:
     @property
     def errors(self) -> int:
         return sum(sum(s.get("errors", {}).values()) for s in self.loadgen)
+
+    @property
+    def retries(self) -> int:
+        return sum(sum(s.get("retries", {}).values()) for s in self.loadgen)
 
     @property
     def median_round_s(self) -> float | None:
@@ -90,7 +95,9 @@ def _start_loadgens(target: str, clients: int, tmp: Path, deadline_s: float) -> 
     return children
 
 
-def run_scale(clients: int, *, rounds: int, budget_s: float, max_workers: int = 64) -> ScaleRun:
+def run_scale(
+    clients: int, *, rounds: int, budget_s: float, extra_args: tuple[object, ...] = ()
+) -> ScaleRun:
     """One coordinator and ``clients`` synthetic clients for ``rounds`` rounds."""
     result = ScaleRun(clients, rounds)
     with tempfile.TemporaryDirectory(prefix=f"fedlearn-bench-scale-{clients}-") as name:
@@ -100,8 +107,7 @@ def run_scale(clients: int, *, rounds: int, budget_s: float, max_workers: int = 
             "coordinator", "--address", "127.0.0.1:0", "--port-file", port_file,
             "--model", "cnn", "--min-clients", clients, "--rounds", rounds,
             "--database-url", f"sqlite:///{tmp / 'fedlearn.db'}", "--model-dir", tmp / "models",
-            "--round-timeout", budget_s, "--linger", 10, "--max-workers", max_workers,
-            "--log-level", "warning",
+            "--round-timeout", budget_s, "--linger", 10, "--log-level", "warning", *extra_args,
         )  # fmt: skip
         started = time.monotonic()
         coordinator = Child(command, tmp / "coordinator.log")
@@ -150,6 +156,7 @@ def _row(run: ScaleRun, base_rss: float) -> list[object]:
         _round_or_none(_latency(run, "submit")),
         _round_or_none(_latency(run, "download")),
         run.errors,
+        run.retries,
         round(run.wall_s, 1),
     ]
 
@@ -161,19 +168,28 @@ def _round_or_none(value: float | None) -> float | None:
 COLUMNS = (
     "clients", "rounds done", "median round s", "max round s", "ms per client",
     "coordinator RSS idle MB", "peak RSS MB", "RSS growth MB", "submit p95 s",
-    "download p95 s", "client errors", "wall s",
+    "download p95 s", "client errors", "client retries", "wall s",
 )  # fmt: skip
 
 
 def _notes(runs: list[ScaleRun], rounds: int) -> list[str]:
     notes = [
         f"{rounds} rounds per client count; every registered client is selected in every round; "
-        "SQLite database and file model store (updates fsynced, as deployed); default "
-        "--max-workers 64; clients long-poll for 5 s like ClientRuntime.",
+        "SQLite database and file model store (updates fsynced, as deployed); the "
+        "coordinator's default options (gRPC worker threads, limits); clients long-poll "
+        "for 5 s like ClientRuntime.",
+        "Client retries: transient failures (UNAVAILABLE, DEADLINE_EXCEEDED, "
+        "RESOURCE_EXHAUSTED) that GrpcCoordinatorClient retried with backoff; client "
+        "errors: calls that failed for good (a real client would exit).",
         f"Clients are threads in up to {MAX_LOADGENS} load-generator processes "
         f"({CLIENTS_PER_LOADGEN} each), on the same cores as the coordinator: their "
         "SHA-256 and copies are part of what a round waits for.",
     ]
+    return notes + _failures(runs)
+
+
+def _failures(runs: list[ScaleRun]) -> list[str]:
+    notes = []
     for run in runs:
         if run.completed:
             continue
@@ -186,13 +202,15 @@ def _notes(runs: list[ScaleRun], rounds: int) -> list[str]:
     return notes
 
 
+def _budget(clients: int, rounds: int) -> float:
+    """Seconds before giving up on a client count: generous, about 1 s per client-round."""
+    return 120.0 + clients * rounds * 1.0
+
+
 def run(quick: bool) -> Result:
     counts = (10, 100, 250) if quick else (10, 100, 250, 500, 1000)
-    rounds = 3 if quick else 5
-    runs = []
-    for clients in counts:
-        budget = 120.0 + clients * (0.8 if quick else 1.5) * rounds
-        runs.append(run_scale(clients, rounds=rounds, budget_s=budget))
+    rounds = 3
+    runs = [run_scale(n, rounds=rounds, budget_s=_budget(n, rounds)) for n in counts]
     base = runs[0].peak_rss_mb
     largest = runs[-1]
     growth = largest.peak_rss_mb - base
@@ -260,3 +278,20 @@ def run(quick: bool) -> Result:
             ]
         },
     )
+
+
+def main() -> None:
+    """``python -m benchmarks.scale --clients 1000 [--rounds 1]``: one client count, printed."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--clients", type=int, required=True)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--budget", type=float, help="seconds before giving up")
+    args = parser.parse_args()
+    budget = args.budget or _budget(args.clients, args.rounds)
+    result = run_scale(args.clients, rounds=args.rounds, budget_s=budget)
+    print(json.dumps(dict(zip(COLUMNS, _row(result, result.peak_rss_mb), strict=True)), indent=1))
+    print("\n".join(_failures([result])) or "completed")
+
+
+if __name__ == "__main__":
+    main()

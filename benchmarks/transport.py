@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import statistics
+import struct
 import sys
 import tempfile
 import threading
@@ -37,6 +38,7 @@ __all__ = ["run"]
 
 GB = 1e9
 TARGET_UPLOAD_GBS = 0.5
+TCP_TIMEOUT_S = 60.0
 COLUMNS = (
     "store", "streams", "upload GB/s", "download GB/s", "raw TCP GB/s", "upload / TCP",
     "download / TCP",
@@ -135,15 +137,15 @@ def _tcp_rate(payload_bytes: int, count: int, streams: int, repeat: int) -> floa
 
 def _tcp_once(payload: bytes, per_stream: list[int]) -> float:
     with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(TCP_TIMEOUT_S)
         address = listener.getsockname()
-        receivers = [
-            threading.Thread(target=_receive, args=(listener, n * len(payload))) for n in per_stream
-        ]
+        receivers = [threading.Thread(target=_receive, args=(listener,)) for _ in per_stream]
         for thread in receivers:
             thread.start()
 
         def send(k: int) -> None:
-            with socket.create_connection(address) as conn:
+            with socket.create_connection(address, timeout=TCP_TIMEOUT_S) as conn:
+                conn.sendall(struct.pack("<Q", per_stream[k] * len(payload)))
                 for _ in range(per_stream[k]):
                     conn.sendall(payload)
                 conn.recv(1)
@@ -154,15 +156,24 @@ def _tcp_once(payload: bytes, per_stream: list[int]) -> float:
     return seconds
 
 
-def _receive(listener: socket.socket, expected: int) -> None:
+def _receive(listener: socket.socket) -> None:
+    """Accept one connection, read the byte count it announces and that many bytes, ack."""
     conn, _ = listener.accept()
+    conn.settimeout(TCP_TIMEOUT_S)
     with conn:
+        header = b""
+        while len(header) < 8:
+            part = conn.recv(8 - len(header))
+            if not part:
+                return
+            header += part
+        expected = struct.unpack("<Q", header)[0]
         buffer = memoryview(bytearray(4 << 20))
         got = 0
         while got < expected:
-            n = conn.recv_into(buffer)
+            n = conn.recv_into(buffer, min(len(buffer), expected - got))
             if n == 0:
-                break
+                return
             got += n
         conn.sendall(b"k")
 

@@ -53,7 +53,8 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
     for name in ("a", "b"):
         coordinator.register_client(name, ClientCapabilities(available_samples=5))
     server = CoordinatorServer(
-        coordinator, ServerOptions(address="127.0.0.1:0", max_concurrent_uploads=1)
+        coordinator,
+        ServerOptions(address="127.0.0.1:0", max_concurrent_uploads=1, upload_slot_wait_s=0.2),
     )
     server.start()
     release = threading.Event()

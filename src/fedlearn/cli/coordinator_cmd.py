@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import time
@@ -20,6 +21,7 @@ __all__ = ["coordinator"]
 
 logger = logging.getLogger(__name__)
 MiB = 1 << 20
+_M_ARENA_MAX = -8  # from glibc malloc.h
 
 
 def coordinator(
@@ -167,6 +169,7 @@ def coordinator(
         test_data=test,
         model_seed=seed,
     )
+    _limit_malloc_arenas()
     service, server = build_coordinator(settings)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     server.start()
@@ -180,6 +183,19 @@ def coordinator(
             time.sleep(0.1)
     finally:
         server.stop()
+
+
+def _limit_malloc_arenas(count: int = 2) -> None:
+    """Cap glibc's per-thread heaps before the gRPC workers start.
+
+    Each worker thread would otherwise get its own arena, and arenas keep the
+    memory of the multi-MB payloads they once held: at 100 concurrent clients
+    that doubled the coordinator's peak RSS. Ignored where glibc is absent.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, count)
+    except (OSError, AttributeError):
+        logger.debug("mallopt unavailable; malloc arenas left as they are")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

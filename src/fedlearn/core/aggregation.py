@@ -46,8 +46,11 @@ class StreamingFedAvg:
             )
         if not weight > 0 or not np.isfinite(weight):
             raise UpdateRejectedError("bad_weight", f"weight must be positive, got {weight}")
-        np.multiply(vector, weight, out=self._scratch, dtype=np.float64)
-        np.add(self._sum, self._scratch, out=self._sum)
+        # widen first, then scale and add in place: numpy's mixed-dtype multiply
+        # goes through a slower buffered casting loop
+        np.copyto(self._scratch, vector, casting="same_kind")
+        self._scratch *= weight
+        self._sum += self._scratch
         self._total_weight += float(weight)
         self._count += 1
 

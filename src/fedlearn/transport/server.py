@@ -39,6 +39,8 @@ class ServerOptions:
     tick_s: float = 0.2
     max_concurrent_uploads: int = 16
     """Uploads held in memory at once; more are refused with RESOURCE_EXHAUSTED."""
+    upload_slot_wait_s: float = 2.0
+    """How long an upload may wait for a free slot before it is refused."""
 
 
 class _Translated:
@@ -99,7 +101,7 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
         self, request_iterator: Iterator[pb.UpdateChunk], context: grpc.ServicerContext
     ) -> pb.UpdateAck:
         # Back-pressure: each upload holds its payload in memory until it is folded in.
-        if not self._upload_slots.acquire(blocking=False):
+        if not self._upload_slots.acquire(timeout=self._options.upload_slot_wait_s):
             context.set_trailing_metadata(((REASON_KEY, "busy"), ("retry-after-ms", "500")))
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -73,7 +73,7 @@ class TimedFedAvg(FedAvg):
             {
                 "replies": len(good),
                 "errors": len(replies) - len(good),
-                "bytes_up": sum(m.content["arrays"].count_bytes() for m in good),  # type: ignore[union-attr]
+                "bytes_up": sum(m.content["arrays"].count_bytes() for m in good),
                 "received": received,
                 "aggregated": time.time(),
                 "slowest_client_train_seconds": max(train_s, default=0.0),
