@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from fedlearn.errors import ConfigError, FedLearnError, UpdateRejectedError
 from fedlearn.service.coordinator import Coordinator
-from fedlearn.service.messages import Registration
+from fedlearn.service.messages import GlobalModelBlob, Registration
 from fedlearn.transport import convert
 from fedlearn.transport.chunks import DEFAULT_CHUNK_BYTES, Assembler, split
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
@@ -41,6 +41,9 @@ class ServerOptions:
     """Uploads held in memory at once; more are refused with RESOURCE_EXHAUSTED."""
     upload_slot_wait_s: float = 2.0
     """How long an upload may wait for a free slot before it is refused."""
+    max_concurrent_downloads: int = 16
+    """Model downloads streamed at once (each buffers up to a model's size in gRPC)."""
+    download_slot_wait_s: float = 5.0
 
 
 class _Translated:
@@ -63,6 +66,7 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
         self._coordinator = coordinator
         self._options = options
         self._upload_slots = threading.BoundedSemaphore(options.max_concurrent_uploads)
+        self._download_slots = threading.BoundedSemaphore(options.max_concurrent_downloads)
 
     def RegisterClient(
         self, request: pb.ClientRegistration, context: grpc.ServicerContext
@@ -87,6 +91,17 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
     ) -> Iterator[pb.ModelChunk]:
         with _Translated(context):
             blob = self._coordinator.get_global_model(request.client_id, request.round_number)
+        if not self._download_slots.acquire(timeout=self._options.download_slot_wait_s):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self._options.max_concurrent_downloads} downloads in progress; retry shortly",
+            )
+        try:
+            yield from self._chunks(blob)
+        finally:
+            self._download_slots.release()
+
+    def _chunks(self, blob: GlobalModelBlob) -> Iterator[pb.ModelChunk]:
         yield pb.ModelChunk(
             header=pb.BlobHeader(
                 round_number=blob.round_number,
