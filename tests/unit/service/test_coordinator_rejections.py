@@ -12,6 +12,8 @@ from fedlearn.errors import (
 
 
 def _snapshot(world: World):
+    # evaluations record accuracy in the background: let them land first
+    assert world.coordinator.wait_for_evaluations(5.0)
     return (
         {k: v.copy() for k, v in world.coordinator.global_weights().items()},
         world.runs.list_rounds("r"),
