@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import proc_status_kb
 from benchmarks.report import (
     REPO_ROOT,
     Plot,
@@ -243,16 +244,6 @@ def _descendants(roots: Sequence[int], table: dict[int, tuple[int, str]]) -> dic
     return found
 
 
-def _status_kb(pid: int, key: str) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def _mem_available() -> int:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
@@ -292,7 +283,7 @@ class TreeWatcher:
             role = self._classify(cmdline)
             if role is None:
                 continue
-            kb = _status_kb(pid, "VmHWM")
+            kb = proc_status_kb(pid, "VmHWM")
             if kb is not None and kb > self.peaks_kb.get(pid, (role, 0))[1]:
                 self.peaks_kb[pid] = (role, kb)
 
