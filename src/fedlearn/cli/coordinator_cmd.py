@@ -14,7 +14,8 @@ import typer
 from fedlearn.cli.common import CacheDirOpt, LogLevelOpt, default_cache_dir, setup_logging
 from fedlearn.core.strategy import make_strategy
 from fedlearn.core.types import RoundConfig
-from fedlearn.service.messages import CoordinatorConfig
+from fedlearn.errors import FedLearnError
+from fedlearn.service.messages import CoordinatorConfig, RunState
 from fedlearn.transport.server import ServerOptions
 
 __all__ = ["coordinator"]
@@ -183,6 +184,11 @@ def coordinator(
             time.sleep(0.1)
     finally:
         server.stop()
+    if service.status().state is RunState.FAILED:
+        raise FedLearnError(
+            f"run {run_id} stopped: more than {run.max_failed_rounds} rounds in a row failed "
+            "(see the failure_reason of each round in `fedlearn status`)"
+        )
 
 
 def _limit_malloc_arenas(count: int = 2) -> None:
