@@ -1,8 +1,9 @@
 """The ``RunStore`` contract, run against every backend (memory, SQLite, PostgreSQL).
 
-Documented choices every backend shares: a client or round of an unknown run,
-an update of an unknown round and ``save_round`` of a round never created
-raise ``NotFoundError``; ``list_clients`` is ordered by client id; ids longer
+Documented choices every backend shares: a client, round or rejection of an
+unknown run, an update of an unknown round and ``save_round`` of a round never
+created raise ``NotFoundError``; a rejection may name a round that does not
+exist, and its message is truncated to 500 characters; ``list_clients`` is ordered by client id; ids longer
 than 100 characters raise ``StorageError``.
 """
 
@@ -18,6 +19,7 @@ from fedlearn.core.types import (
     ClientRecord,
     ComputePowerLevel,
     PrivacyConfig,
+    RejectionRecord,
     RoundConfig,
     RoundRecord,
     RoundStatus,
@@ -67,6 +69,21 @@ def make_update(update_id: str = "u1", number: int = 1, **fields: object) -> Upd
         num_samples=600,
         training_loss=0.6931471805599453,
         submitted_at=T0 + 30.000007,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def make_rejection(
+    reason: str = "wrong_shape", number: int = 1, **fields: object
+) -> RejectionRecord:
+    base = RejectionRecord(
+        run_id="run-a",
+        round_number=number,
+        client_id="c1",
+        update_id="u1",
+        reason=reason,
+        message=f"refused: {reason}",
+        rejected_at=T0 + 40.000003,
     )
     return replace(base, **fields)  # type: ignore[arg-type]
 
@@ -342,6 +359,79 @@ def test_add_update_for_a_round_that_does_not_exist_raises_not_found(store: RunS
     with pytest.raises(NotFoundError):
         store.add_update(make_update("u2", run_id="nope"))
     assert store.get_update("run-a", "u1") is None
+
+
+# -- rejections -----------------------------------------------------------------------
+
+
+def test_add_rejection_round_trips_every_field(store: RunStore) -> None:
+    rejection = make_rejection(
+        "norm_outlier", 3, client_id="c" * 100, update_id="u" * 100, message="é ünïcode"
+    )
+    store.add_rejection(rejection)
+    assert list(store.list_rejections("run-a", 3)) == [rejection]
+
+
+def test_rejections_may_name_rounds_that_do_not_exist(store: RunStore) -> None:
+    store.add_rejection(make_rejection("stale_round", 0))
+    store.add_rejection(make_rejection("stale_round", 99))
+    assert store.get_round("run-a", 99) is None
+    assert list(store.list_rejections("run-a", 99)) == [make_rejection("stale_round", 99)]
+
+
+def test_list_rejections_returns_a_rounds_rejections_in_insertion_order(store: RunStore) -> None:
+    store.create_run(make_run("run-b"))
+    reasons = ["non_finite", "wrong_shape", "non_finite", "already_submitted"]
+    for i, reason in enumerate(reasons):
+        store.add_rejection(make_rejection(reason, update_id=f"u{i}"))
+    store.add_rejection(make_rejection("stale_round", 2))
+    store.add_rejection(make_rejection("unknown_client", run_id="run-b"))
+    assert [r.reason for r in store.list_rejections("run-a", 1)] == reasons
+    assert [r.update_id for r in store.list_rejections("run-a", 1)] == ["u0", "u1", "u2", "u3"]
+    assert list(store.list_rejections("run-a", 5)) == []
+    assert list(store.list_rejections("nope", 1)) == []
+
+
+def test_count_rejections_counts_by_reason_per_round_or_per_run(store: RunStore) -> None:
+    store.create_run(make_run("run-b"))
+    for reason in ("non_finite", "non_finite", "wrong_shape"):
+        store.add_rejection(make_rejection(reason, 1))
+    store.add_rejection(make_rejection("non_finite", 2))
+    store.add_rejection(make_rejection("stale_round", 2))
+    store.add_rejection(make_rejection("non_finite", 1, run_id="run-b"))
+    assert store.count_rejections("run-a", 1) == {"non_finite": 2, "wrong_shape": 1}
+    assert store.count_rejections("run-a", 2) == {"non_finite": 1, "stale_round": 1}
+    assert store.count_rejections("run-a") == {
+        "non_finite": 3,
+        "wrong_shape": 1,
+        "stale_round": 1,
+    }
+    assert store.count_rejections("run-a", 7) == {}
+    assert store.count_rejections("nope") == {}
+
+
+def test_long_rejection_messages_are_truncated_to_500_characters(store: RunStore) -> None:
+    store.add_rejection(make_rejection(message="x" * 5000))
+    (stored,) = store.list_rejections("run-a", 1)
+    assert len(stored.message) == 500
+    assert stored.message.startswith("xxx")
+    assert stored.message.endswith("...")
+
+
+def test_add_rejection_of_unknown_run_raises_not_found(store: RunStore) -> None:
+    with pytest.raises(NotFoundError):
+        store.add_rejection(make_rejection(run_id="nope"))
+    assert store.count_rejections("nope") == {}
+
+
+def test_rejections_that_cannot_be_stored_raise_storage_error(store: RunStore) -> None:
+    with pytest.raises(StorageError):
+        store.add_rejection(make_rejection(client_id="c" * 101))
+    with pytest.raises(StorageError):
+        store.add_rejection(make_rejection(reason="r" * 65))
+    with pytest.raises(StorageError):
+        store.add_rejection(make_rejection(rejected_at=float("nan")))
+    assert store.count_rejections("run-a") == {}
 
 
 # -- threads --------------------------------------------------------------------------

@@ -97,6 +97,14 @@ def coordinator(
     keep_updates: Annotated[
         bool, typer.Option(help="Keep every client update blob after its round closes.")
     ] = False,
+    max_norm_ratio: Annotated[
+        float | None,
+        typer.Option(
+            min=1.0,
+            help="Reject an update whose norm exceeds this multiple of the median norm of "
+            "the round's accepted updates (checked once 3 were accepted) [default: never].",
+        ),
+    ] = None,
     test_dataset: Annotated[
         str | None,
         typer.Option(
@@ -147,6 +155,7 @@ def coordinator(
         round_timeout_s=round_timeout,
         seed=seed,
         keep_updates=keep_updates,
+        max_norm_ratio=max_norm_ratio,
         strategy=make_strategy(strategy, server_lr=server_lr, momentum=server_momentum),
     )
     test = None

@@ -15,6 +15,7 @@ __all__ = [
     "ComputePowerLevel",
     "EvalResult",
     "PrivacyConfig",
+    "RejectionRecord",
     "RoundConfig",
     "RoundRecord",
     "RoundStatus",
@@ -155,3 +156,22 @@ class UpdateRecord:
     wire_bytes: int = 0
     update_norm: float = 0.0
     train_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionRecord:
+    """One refused update submission, kept so a run can say why updates were lost.
+
+    ``round_number`` is the round the update claimed, which need not exist;
+    ``reason`` is a short code (``wrong_shape``, ``non_finite``, ``stale_round``,
+    ``not_selected``, ``already_submitted``, ``uploading``, ``unknown_client``,
+    ``norm_outlier``, ``malformed_payload`` ...) and ``message`` the human text.
+    """
+
+    run_id: str
+    round_number: int
+    client_id: str
+    update_id: str
+    reason: str
+    message: str
+    rejected_at: float

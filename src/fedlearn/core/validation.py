@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -17,6 +18,7 @@ from fedlearn.errors import ConfigError, UpdateRejectedError
 
 __all__ = [
     "ValidatedUpdate",
+    "check_norm_outlier",
     "validate_capabilities",
     "validate_identifier",
     "validate_metrics",
@@ -63,6 +65,31 @@ def validate_update(decoded: DecodedWeights, expected: Sequence[TensorSpec]) -> 
     # einsum accumulates in float64 without materialising a float64 copy of the update
     norm = math.sqrt(float(np.einsum("i,i->", vector, vector, dtype=np.float64)))
     return ValidatedUpdate(vector=vector, norm=norm)
+
+
+def check_norm_outlier(
+    norm: float,
+    accepted_norms: Sequence[float],
+    *,
+    max_ratio: float | None,
+    min_accepted: int = 3,
+) -> None:
+    """Reject an update whose L2 norm exceeds ``max_ratio`` times the median of
+    the norms accepted so far this round.
+
+    Nothing is checked when ``max_ratio`` is ``None`` or fewer than
+    ``min_accepted`` updates were accepted (a median of one or two is no baseline).
+    """
+    if max_ratio is None or len(accepted_norms) < max(min_accepted, 1):
+        return
+    median = statistics.median(accepted_norms)
+    limit = max_ratio * median
+    if norm > limit:
+        raise UpdateRejectedError(
+            "norm_outlier",
+            f"update norm {norm:.6g} exceeds {max_ratio:g} x the round's median norm "
+            f"{median:.6g} ({len(accepted_norms)} updates accepted)",
+        )
 
 
 def validate_metrics(*, num_samples: int, training_loss: float) -> None:

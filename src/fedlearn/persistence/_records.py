@@ -18,6 +18,7 @@ from fedlearn.core.types import (
     ClientRecord,
     ComputePowerLevel,
     PrivacyConfig,
+    RejectionRecord,
     RoundConfig,
     RoundRecord,
     RoundStatus,
@@ -25,15 +26,24 @@ from fedlearn.core.types import (
     UpdateRecord,
 )
 from fedlearn.errors import StorageError
-from fedlearn.persistence.tables import ID_LENGTH, NAME_LENGTH, PATH_LENGTH
+from fedlearn.persistence.tables import (
+    ID_LENGTH,
+    MESSAGE_LENGTH,
+    NAME_LENGTH,
+    PATH_LENGTH,
+    REASON_LENGTH,
+)
 
 __all__ = [
     "client_from_row",
     "client_to_row",
     "prepare_client",
+    "prepare_rejection",
     "prepare_round",
     "prepare_run",
     "prepare_update",
+    "rejection_from_row",
+    "rejection_to_row",
     "round_from_row",
     "round_to_row",
     "run_from_row",
@@ -43,7 +53,9 @@ __all__ = [
 ]
 
 Row = Mapping[Any, Any]
-_Record = TypeVar("_Record", RunRecord, ClientRecord, RoundRecord, UpdateRecord, RoundConfig)
+_Record = TypeVar(
+    "_Record", RunRecord, ClientRecord, RoundRecord, UpdateRecord, RoundConfig, RejectionRecord
+)
 
 
 def _check_length(what: str, value: str | None, limit: int) -> None:
@@ -106,6 +118,20 @@ def prepare_update(update: UpdateRecord) -> UpdateRecord:
     _check_length("client_id", update.client_id, ID_LENGTH)
     _check_length("model_update_path", update.model_update_path, PATH_LENGTH)
     return _without_nan(update)
+
+
+def prepare_rejection(rejection: RejectionRecord) -> RejectionRecord:
+    """The rejection as every backend stores it: a message longer than the column
+    is truncated (it is only for people), anything else that cannot be stored
+    raises ``StorageError``."""
+    _check_length("run_id", rejection.run_id, ID_LENGTH)
+    _check_length("client_id", rejection.client_id, ID_LENGTH)
+    _check_length("update_id", rejection.update_id, ID_LENGTH)
+    _check_length("reason", rejection.reason, REASON_LENGTH)
+    if len(rejection.message) > MESSAGE_LENGTH:
+        message = rejection.message[: MESSAGE_LENGTH - 3] + "..."
+        rejection = dataclasses.replace(rejection, message=message)
+    return _without_nan(rejection)
 
 
 def run_to_row(run: RunRecord) -> dict[str, Any]:
@@ -216,3 +242,15 @@ def update_to_row(update: UpdateRecord) -> dict[str, Any]:
 
 def update_from_row(row: Row) -> UpdateRecord:
     return UpdateRecord(**{name: row[name] for name in _UPDATE_FIELDS})
+
+
+# RejectionRecord stores every field in a column of the same name.
+_REJECTION_FIELDS = tuple(RejectionRecord.__dataclass_fields__)
+
+
+def rejection_to_row(rejection: RejectionRecord) -> dict[str, Any]:
+    return {name: getattr(rejection, name) for name in _REJECTION_FIELDS}
+
+
+def rejection_from_row(row: Row) -> RejectionRecord:
+    return RejectionRecord(**{name: row[name] for name in _REJECTION_FIELDS})

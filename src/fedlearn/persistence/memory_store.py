@@ -13,7 +13,13 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from fedlearn.core.types import ClientRecord, RoundRecord, RunRecord, UpdateRecord
+from fedlearn.core.types import (
+    ClientRecord,
+    RejectionRecord,
+    RoundRecord,
+    RunRecord,
+    UpdateRecord,
+)
 from fedlearn.errors import ConflictError, NotFoundError
 from fedlearn.persistence import _records as rec
 
@@ -24,7 +30,7 @@ __all__ = ["InMemoryRunStore"]
 
 
 class InMemoryRunStore:
-    """Runs, clients, rounds and updates held in this process only."""
+    """Runs, clients, rounds, updates and rejections held in this process only."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -34,6 +40,7 @@ class InMemoryRunStore:
         self._updates: dict[tuple[str, str], UpdateRecord] = {}
         # update ids of each round, in the order they were stored
         self._round_updates: dict[tuple[str, int], list[str]] = {}
+        self._rejections: list[RejectionRecord] = []
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -122,6 +129,30 @@ class InMemoryRunStore:
         with self._lock:
             ids = self._round_updates.get((run_id, round_number), [])
             return [self._updates[run_id, update_id] for update_id in ids]
+
+    def add_rejection(self, rejection: RejectionRecord) -> None:
+        """Store a rejection; ``NotFoundError`` if its run does not exist."""
+        stored = rec.prepare_rejection(rejection)
+        with self._lock:
+            self._require_run(rejection.run_id)
+            self._rejections.append(stored)
+
+    def count_rejections(self, run_id: str, round_number: int | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rejection in self._rejections_of(run_id, round_number):
+            counts[rejection.reason] = counts.get(rejection.reason, 0) + 1
+        return counts
+
+    def list_rejections(self, run_id: str, round_number: int) -> Sequence[RejectionRecord]:
+        return self._rejections_of(run_id, round_number)
+
+    def _rejections_of(self, run_id: str, round_number: int | None) -> list[RejectionRecord]:
+        with self._lock:
+            return [
+                r
+                for r in self._rejections
+                if r.run_id == run_id and round_number in (None, r.round_number)
+            ]
 
     def _require_run(self, run_id: str) -> None:
         if run_id not in self._runs:

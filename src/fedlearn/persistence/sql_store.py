@@ -22,11 +22,23 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
-from fedlearn.core.types import ClientRecord, RoundRecord, RunRecord, UpdateRecord
+from fedlearn.core.types import (
+    ClientRecord,
+    RejectionRecord,
+    RoundRecord,
+    RunRecord,
+    UpdateRecord,
+)
 from fedlearn.errors import ConfigError, ConflictError, NotFoundError, StorageError
 from fedlearn.persistence import _records as rec
 from fedlearn.persistence.engine import READ_ONLY, is_shared_connection, make_engine
-from fedlearn.persistence.tables import client_updates, clients, runs, training_rounds
+from fedlearn.persistence.tables import (
+    client_updates,
+    clients,
+    rejected_updates,
+    runs,
+    training_rounds,
+)
 
 if TYPE_CHECKING:
     from fedlearn.service.ports import RunStore
@@ -42,7 +54,7 @@ _UPSERT_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Inser
 
 
 class SqlRunStore:
-    """Runs, clients, rounds and updates in a SQL database."""
+    """Runs, clients, rounds, updates and rejections in a SQL database."""
 
     def __init__(self, engine: Engine) -> None:
         if engine.dialect.name not in _UPSERT_INSERTS:
@@ -161,6 +173,34 @@ class SqlRunStore:
             .order_by(client_updates.c.id)
         )
         return [rec.update_from_row(row) for row in self._all(stmt)]
+
+    # -- rejections ---------------------------------------------------------------
+
+    def add_rejection(self, rejection: RejectionRecord) -> None:
+        """Store a rejection; ``NotFoundError`` if its run does not exist."""
+        rejection = rec.prepare_rejection(rejection)
+        with self._write(missing=f"run {rejection.run_id!r} does not exist") as conn:
+            conn.execute(sa.insert(rejected_updates), rec.rejection_to_row(rejection))
+
+    def count_rejections(self, run_id: str, round_number: int | None = None) -> dict[str, int]:
+        table = rejected_updates
+        stmt = (
+            sa.select(table.c.reason, sa.func.count().label("n"))
+            .where(table.c.run_id == run_id)
+            .group_by(table.c.reason)
+        )
+        if round_number is not None:
+            stmt = stmt.where(table.c.round_number == round_number)
+        return {row["reason"]: int(row["n"]) for row in self._all(stmt)}
+
+    def list_rejections(self, run_id: str, round_number: int) -> Sequence[RejectionRecord]:
+        stmt = (
+            sa.select(rejected_updates)
+            .where(rejected_updates.c.run_id == run_id)
+            .where(rejected_updates.c.round_number == round_number)
+            .order_by(rejected_updates.c.id)
+        )
+        return [rec.rejection_from_row(row) for row in self._all(stmt)]
 
     # -- transactions -------------------------------------------------------------
 

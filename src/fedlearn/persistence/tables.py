@@ -1,4 +1,4 @@
-"""The relational schema: runs, clients, training rounds and client updates.
+"""The relational schema: runs, clients, training rounds, client updates and rejections.
 
 The design's ``training_rounds`` and ``client_updates`` tables are kept column
 for column, with three deliberate widenings (each explained where it happens):
@@ -29,13 +29,17 @@ __all__ = [
     "ClientRow",
     "ID_LENGTH",
     "NAME_LENGTH",
+    "MESSAGE_LENGTH",
     "PATH_LENGTH",
+    "REASON_LENGTH",
+    "RejectionRow",
     "RoundRow",
     "RunRow",
     "UpdateRow",
     "clients",
     "client_updates",
     "metadata",
+    "rejected_updates",
     "runs",
     "training_rounds",
 ]
@@ -46,6 +50,10 @@ NAME_LENGTH = 200
 """Longest model name."""
 PATH_LENGTH = 255
 """Longest model-store path (the design's ``VARCHAR(255)``)."""
+REASON_LENGTH = 64
+"""Longest rejection reason code."""
+MESSAGE_LENGTH = 500
+"""Longest stored rejection message; longer ones are truncated before storing."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -169,6 +177,26 @@ class UpdateRow(Base):
     train_seconds: Mapped[float] = mapped_column(Metric)
 
 
+class RejectionRow(Base):
+    """An update the coordinator refused, with its reason code and message.
+
+    ``round_number`` is the round the update claimed, so it has no foreign key
+    to ``training_rounds`` (a stale or made-up round may not exist).
+    """
+
+    __tablename__ = "rejected_updates"
+    __table_args__ = (sa.Index(None, "run_id", "round_number"),)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(Id, sa.ForeignKey("runs.run_id"))
+    round_number: Mapped[int] = mapped_column(sa.Integer)
+    client_id: Mapped[str] = mapped_column(Id)
+    update_id: Mapped[str] = mapped_column(Id)
+    reason: Mapped[str] = mapped_column(sa.String(REASON_LENGTH))
+    message: Mapped[str] = mapped_column(sa.String(MESSAGE_LENGTH))
+    rejected_at: Mapped[float] = mapped_column(Seconds)
+
+
 def _table(row: type[Base]) -> sa.Table:
     table: Any = row.__table__
     assert isinstance(table, sa.Table)
@@ -179,3 +207,4 @@ runs = _table(RunRow)
 clients = _table(ClientRow)
 training_rounds = _table(RoundRow)
 client_updates = _table(UpdateRow)
+rejected_updates = _table(RejectionRow)

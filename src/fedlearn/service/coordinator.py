@@ -32,12 +32,14 @@ from fedlearn.core.types import (
     Weights,
 )
 from fedlearn.core.validation import (
+    ValidatedUpdate,
+    check_norm_outlier,
     validate_capabilities,
     validate_identifier,
     validate_metrics,
     validate_update,
 )
-from fedlearn.errors import ConflictError, NotFoundError, StaleRoundError
+from fedlearn.errors import ConflictError, NotFoundError, StaleRoundError, UpdateRejectedError
 from fedlearn.service.closing import close_round, fail_round
 from fedlearn.service.messages import (
     CoordinatorConfig,
@@ -53,6 +55,7 @@ from fedlearn.service.messages import (
 from fedlearn.service.model_state import GlobalModel, flatten, specs_of
 from fedlearn.service.open_round import OpenRound
 from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
+from fedlearn.service.rejections import record_rejection
 
 __all__ = ["Coordinator"]
 
@@ -256,26 +259,88 @@ class Coordinator:
     # -- updates ----------------------------------------------------------------
 
     def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
-        """Validate, persist and fold one update; close the round when all reported."""
+        """Validate, persist and fold one update; close the round when all reported.
+
+        A refused update (unknown client, stale round, unexpected client, failed
+        validation or norm check) is recorded with its reason code before the
+        error is raised; a re-sent update id is acknowledged, not refused.
+        """
         validate_identifier("update id", submission.update_id)
-        self._require_client(submission.client_id)
-        with self._cond:
-            duplicate = self._duplicate_ack(submission)
-            if duplicate is not None:
-                return duplicate
-            open_ = self._require_open(submission.round_number)
-            if not open_.expects(submission.client_id):
-                raise ConflictError(self._why_unexpected(open_, submission.client_id))
-            open_.in_flight.add(submission.client_id)
+        admitted = self._admit(submission)
+        if isinstance(admitted, UpdateAck):
+            return admitted
         try:
-            return self._accept(open_, submission)
+            return self._accept(admitted, submission)
         finally:
             with self._cond:
-                open_.in_flight.discard(submission.client_id)
+                admitted.in_flight.discard(submission.client_id)
+
+    def _admit(self, sub: UpdateSubmission) -> OpenRound | UpdateAck:
+        """The open round this update may join (now marked in flight), or the ack
+        of an update already stored."""
+        try:
+            self._require_client(sub.client_id)
+        except NotFoundError as exc:
+            self._reject(sub, "unknown_client", exc)
+            raise
+        with self._cond:
+            stored = self._runs.get_update(self.config.run_id, sub.update_id)
+            refusal = self._refusal(sub, stored)
+            if refusal is None:
+                if stored is not None:
+                    return self._duplicate_ack(stored)
+                assert self._open is not None
+                self._open.in_flight.add(sub.client_id)
+                return self._open
+        reason, error = refusal
+        raise self._reject(sub, reason, error)
+
+    def _refusal(
+        self, sub: UpdateSubmission, stored: UpdateRecord | None
+    ) -> tuple[str, ConflictError] | None:
+        """Why the update may not join the open round, if it may not."""
+        if stored is not None:
+            if stored.client_id == sub.client_id:
+                return None
+            message = f"update id {sub.update_id} belongs to another client"
+            return "update_id_taken", ConflictError(message)
+        open_ = self._open
+        if open_ is None or open_.number != sub.round_number:
+            current = f"round {open_.number} is open" if open_ else "no round is open"
+            message = f"round {sub.round_number} is not open ({current})"
+            return "stale_round", StaleRoundError(message)
+        if open_.expects(sub.client_id):
+            return None
+        reason, message = self._why_unexpected(open_, sub.client_id)
+        return reason, ConflictError(message)
+
+    def _reject(self, sub: UpdateSubmission, reason: str, error: Exception) -> Exception:
+        """Record that ``sub`` was refused; return ``error`` for the caller to raise."""
+        record_rejection(
+            self._runs,
+            sub,
+            run_id=self.config.run_id,
+            reason=reason,
+            error=error,
+            now=self._clock.now(),
+        )
+        return error
+
+    def _validate(self, open_: OpenRound, sub: UpdateSubmission) -> ValidatedUpdate:
+        """The decoded update if it passes every check; records and raises otherwise."""
+        try:
+            validate_metrics(num_samples=sub.num_samples, training_loss=sub.training_loss)
+            checked = validate_update(decode_weights(sub.payload), self._specs)
+            with self._cond:
+                accepted = open_.accepted_norms
+            check_norm_outlier(checked.norm, accepted, max_ratio=self.config.max_norm_ratio)
+        except UpdateRejectedError as exc:
+            self._reject(sub, exc.reason, exc)
+            raise
+        return checked
 
     def _accept(self, open_: OpenRound, sub: UpdateSubmission) -> UpdateAck:
-        validate_metrics(num_samples=sub.num_samples, training_loss=sub.training_loss)
-        checked = validate_update(decode_weights(sub.payload), self._specs)
+        checked = self._validate(open_, sub)
         path = self._models.put(
             f"{self._key(sub.round_number)}/updates/{sub.update_id}.flw", sub.payload
         )
@@ -300,7 +365,8 @@ class Coordinator:
             still_open = self._open
             if still_open is None or still_open.number != open_.number:
                 self._models.delete(path)
-                raise StaleRoundError(f"round {sub.round_number} closed during the upload")
+                error = StaleRoundError(f"round {sub.round_number} closed during the upload")
+                raise self._reject(sub, "stale_round", error)
             try:
                 self._runs.add_update(record)
             except Exception:
@@ -320,30 +386,26 @@ class Coordinator:
             self._cond.notify_all()
         return ack
 
-    def _duplicate_ack(self, sub: UpdateSubmission) -> UpdateAck | None:
-        stored = self._runs.get_update(self.config.run_id, sub.update_id)
-        if stored is None:
-            return None
-        if stored.client_id != sub.client_id:
-            raise ConflictError(f"update id {sub.update_id} belongs to another client")
+    def _duplicate_ack(self, stored: UpdateRecord) -> UpdateAck:
         expected = len(self._open.record.selected_clients) if self._open else 0
         received = len(self._open.received) if self._open else 0
         return UpdateAck(stored.round_number, True, received, expected)
 
-    def _require_open(self, round_number: int) -> OpenRound:
-        open_ = self._open
-        if open_ is None or open_.number != round_number:
-            current = f"round {open_.number} is open" if open_ else "no round is open"
-            raise StaleRoundError(f"round {round_number} is not open ({current})")
-        return open_
-
     @staticmethod
-    def _why_unexpected(open_: OpenRound, client_id: str) -> str:
+    def _why_unexpected(open_: OpenRound, client_id: str) -> tuple[str, str]:
+        """Reason code and message for a client the open round does not expect."""
+        number = open_.number
         if client_id not in open_.record.selected_clients:
-            return f"client {client_id} was not selected for round {open_.number}"
+            return "not_selected", f"client {client_id} was not selected for round {number}"
         if client_id in open_.in_flight:
-            return f"client {client_id} is already uploading an update for round {open_.number}"
-        return f"client {client_id} already submitted an update for round {open_.number}"
+            return (
+                "uploading",
+                f"client {client_id} is already uploading an update for round {number}",
+            )
+        return (
+            "already_submitted",
+            f"client {client_id} already submitted an update for round {number}",
+        )
 
     def _require_client(self, client_id: str) -> None:
         if self._runs.get_client(self.config.run_id, client_id) is None:
@@ -503,4 +565,5 @@ class Coordinator:
                 updates_expected=len(open_.record.selected_clients) if open_ else 0,
                 clients=tuple(self._runs.list_clients(cfg.run_id)),
                 rounds=tuple(RoundSummary.of(r) for r in self._runs.list_rounds(cfg.run_id)),
+                rejections=dict(self._runs.count_rejections(cfg.run_id)),
             )

@@ -39,6 +39,9 @@ class CoordinatorConfig:
     keep_updates: bool = False
     max_failed_rounds: int = 3
     strategy: Strategy = field(default_factory=FedAvg)
+    max_norm_ratio: float | None = None
+    """Reject an update whose norm exceeds this multiple of the median norm of the
+    round's accepted updates (checked once 3 were accepted); ``None``: never."""
 
 
 class TaskKind(enum.Enum):
@@ -161,3 +164,6 @@ class TrainingStatus:
     updates_expected: int
     clients: tuple[ClientRecord, ...]
     rounds: tuple[RoundSummary, ...]
+    rejections: dict[str, int] = field(default_factory=dict)
+    """Refused update submissions of the whole run, by reason code (the service's
+    view; the gRPC status message does not carry it)."""

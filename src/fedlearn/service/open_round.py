@@ -29,6 +29,11 @@ class OpenRound:
     def complete(self) -> bool:
         return len(self.received) >= len(self.record.selected_clients)
 
+    @property
+    def accepted_norms(self) -> list[float]:
+        """L2 norms of the updates accepted so far, the baseline of the outlier check."""
+        return [u.update_norm for u in self.received.values()]
+
     def expects(self, client_id: str) -> bool:
         """True while a selected client has neither reported nor started uploading."""
         return (

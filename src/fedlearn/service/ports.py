@@ -13,6 +13,7 @@ from fedlearn.core.types import (
     ClientCapabilities,
     ClientRecord,
     EvalResult,
+    RejectionRecord,
     RoundRecord,
     RunRecord,
     UpdateRecord,
@@ -37,7 +38,7 @@ class Clock(Protocol):
 
 
 class RunStore(Protocol):
-    """Durable state of runs, clients, rounds and accepted updates.
+    """Durable state of runs, clients, rounds, accepted updates and rejections.
 
     Errors: ``NotFoundError`` for unknown keys, ``ConflictError`` for a
     duplicate key, ``StorageError`` for a backend failure.
@@ -81,6 +82,19 @@ class RunStore(Protocol):
 
     def list_updates(self, run_id: str, round_number: int) -> Sequence[UpdateRecord]:
         """The accepted updates of a round, in the order they were stored."""
+        ...
+
+    def add_rejection(self, rejection: RejectionRecord) -> None:
+        """Store a refused submission (its message truncated to 500 characters);
+        ``NotFoundError`` if the run does not exist. Its round need not exist."""
+        ...
+
+    def count_rejections(self, run_id: str, round_number: int | None = None) -> dict[str, int]:
+        """Rejections by reason, of one round or (``None``) of the whole run."""
+        ...
+
+    def list_rejections(self, run_id: str, round_number: int) -> Sequence[RejectionRecord]:
+        """The rejections of a round, in the order they were stored."""
         ...
 
 

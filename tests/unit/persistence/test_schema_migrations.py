@@ -67,7 +67,28 @@ def test_downgrade_to_base_removes_every_table(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_head_revision_is_the_first_migration() -> None:
-    assert migrate.head_revision() == "0001"
+def test_head_revision_is_the_rejected_updates_migration() -> None:
+    assert migrate.head_revision() == "0002"
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
+    assert (migrate.MIGRATIONS_DIR / "versions" / "0002_rejected_updates.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "script.py.mako").is_file()
+
+
+def test_upgrade_from_0001_adds_rejected_updates_and_keeps_existing_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fedlearn.db'}"
+    migrate.upgrade(url, revision="0001")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO runs VALUES ('run-a', 'cnn', 1.5)"))
+    assert "rejected_updates" not in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+    migrate.upgrade(url)
+
+    engine = make_engine(url)
+    assert "rejected_updates" in sa.inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT run_id FROM runs")).scalars().all() == ["run-a"]
+    assert migrate.current_revision(engine) == "0002"
+    engine.dispose()
+    assert _diffs(url) == []
