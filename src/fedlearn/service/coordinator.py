@@ -27,7 +27,6 @@ from fedlearn.core.types import (
     ClientRecord,
     RoundRecord,
     RoundStatus,
-    RunRecord,
     UpdateRecord,
     Weights,
 )
@@ -52,10 +51,11 @@ from fedlearn.service.messages import (
     UpdateAck,
     UpdateSubmission,
 )
-from fedlearn.service.model_state import GlobalModel, flatten, specs_of
+from fedlearn.service.model_state import GlobalModel, specs_of
 from fedlearn.service.open_round import OpenRound
 from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
 from fedlearn.service.rejections import record_rejection
+from fedlearn.service.startup import round_key, start_run
 
 __all__ = ["Coordinator"]
 
@@ -90,39 +90,22 @@ class Coordinator:
         self._released: set[str] = set()
         self._evaluations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
         self._pending_evaluations = 0
-        self._global = self._start(initial_weights)
+        state = start_run(
+            config,
+            initial_weights,
+            specs=self._specs,
+            runs=runs,
+            models=models,
+            evaluator=evaluator,
+            now=clock.now(),
+        )
+        self._global = state.global_model
+        self._open = state.open_round
+        self._last_round = state.last_round
+        self._completed = state.completed_rounds
         self._catch_up()
 
     # -- start-up ---------------------------------------------------------------
-
-    def _start(self, initial_weights: Weights) -> GlobalModel:
-        cfg = self.config
-        if self._runs.get_run(cfg.run_id) is None:
-            self._runs.create_run(RunRecord(cfg.run_id, cfg.model_name, self._clock.now()))
-        rounds = self._runs.list_rounds(cfg.run_id)
-        completed = [r for r in rounds if r.status is RoundStatus.COMPLETED]
-        self._completed = sum(1 for r in completed if r.round_number > 0)
-        self._last_round = rounds[-1].round_number if rounds else 0
-        if not completed:
-            return self._store_initial_model(initial_weights)
-        last = completed[-1]
-        assert last.global_model_path is not None
-        model = GlobalModel.load(
-            last.round_number,
-            last.global_model_path,
-            specs=self._specs,
-            store=self._models,
-            server_state_path=last.server_state_path,
-        )
-        if rounds[-1].status is RoundStatus.OPEN:
-            self._open = self._resume(rounds[-1], model)
-        logger.info(
-            "resumed run %s at round %d (%d completed)",
-            cfg.run_id,
-            self._last_round,
-            self._completed,
-        )
-        return model
 
     def _catch_up(self) -> None:
         """Finish what a crash interrupted: close a complete round, open the next,
@@ -145,50 +128,8 @@ class Coordinator:
                     )
                     self._schedule_evaluation(model)
 
-    def _store_initial_model(self, initial_weights: Weights) -> GlobalModel:
-        now = self._clock.now()
-        model = GlobalModel.from_vector(
-            0,
-            flatten(initial_weights),
-            specs=self._specs,
-            store=self._models,
-            key_prefix=self._key(0),
-        )
-        result = self._evaluator.evaluate(model.weights()) if self._evaluator else None
-        self._runs.create_round(
-            RoundRecord(
-                run_id=self.config.run_id,
-                round_number=0,
-                status=RoundStatus.COMPLETED,
-                selected_clients=(),
-                config=self.config.round_config,
-                started_at=now,
-                deadline_at=now,
-                global_model_path=model.path,
-                completed_at=now,
-                accuracy=result.accuracy if result else None,
-                loss=result.loss if result else None,
-            )
-        )
-        return model
-
-    def _resume(self, record: RoundRecord, model: GlobalModel) -> OpenRound:
-        open_ = OpenRound(record, StreamingFedAvg(model.vector.size))
-        for update in self._runs.list_updates(self.config.run_id, record.round_number):
-            if update.model_update_path is None:
-                raise ConflictError(f"update {update.update_id} of an open round has no blob")
-            decoded = decode_weights(self._models.get(update.model_update_path))
-            checked = validate_update(decoded, self._specs)
-            open_.aggregator.add(checked.vector, float(update.num_samples))
-            open_.received[update.client_id] = update
-            open_.bytes_up += update.wire_bytes
-        logger.info(
-            "round %d reopened with %d stored updates", record.round_number, len(open_.received)
-        )
-        return open_
-
     def _key(self, round_number: int) -> str:
-        return f"{self.config.run_id}/rounds/{round_number:05d}"
+        return round_key(self.config.run_id, round_number)
 
     # -- registration and tasks ---------------------------------------------------
 
