@@ -2,6 +2,7 @@
 
 import logging
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -27,10 +28,6 @@ def open_world() -> World:
     return world
 
 
-def _with_payload(sub, payload: bytes):
-    return type(sub)(**{**{f: getattr(sub, f) for f in sub.__slots__}, "payload": payload})
-
-
 @pytest.mark.parametrize(
     ("make", "error", "reason"),
     [
@@ -53,15 +50,18 @@ def _with_payload(sub, payload: bytes):
             "wrong_dtype",
         ),
         (
-            lambda: _with_payload(
-                submission("a", 1, delta(1.0)), encode_weights({"x": np.zeros(3, np.float32)})
+            lambda: replace(
+                submission("a", 1, delta(1.0)),
+                payload=encode_weights({"x": np.zeros(3, np.float32)}),
             ),
             UpdateRejectedError,
             "wrong_tensors",
         ),
         (lambda: submission("a", 1, delta(1.0), samples=0), UpdateRejectedError, "bad_num_samples"),
         (
-            lambda: _with_payload(submission("a", 1, delta(1.0)), encode_weights(delta(1.0))[:-4]),
+            lambda: replace(
+                submission("a", 1, delta(1.0)), payload=encode_weights(delta(1.0))[:-4]
+            ),
             UpdateRejectedError,
             "malformed_payload",
         ),

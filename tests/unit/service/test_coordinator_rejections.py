@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from service_world import World, delta, submission
@@ -86,7 +88,7 @@ def test_submit_rejects_bad_update_and_changes_nothing(open_world, make, error, 
 
 def test_submit_rejects_truncated_payload(open_world):
     sub = submission("a", 1, delta(1.0))
-    bad = type(sub)(**{**{f: getattr(sub, f) for f in sub.__slots__}, "payload": sub.payload[:-4]})
+    bad = replace(sub, payload=sub.payload[:-4])
     before = _snapshot(open_world)
     with pytest.raises(UpdateRejectedError):
         open_world.coordinator.submit_update(bad)
@@ -134,7 +136,7 @@ def test_download_of_a_round_that_is_not_open_is_refused(open_world):
 def test_payload_from_another_model_is_rejected(open_world):
     other = encode_weights({"fc.weight": np.zeros((4, 4), np.float32)})
     sub = submission("a", 1, delta(1.0))
-    bad = type(sub)(**{**{f: getattr(sub, f) for f in sub.__slots__}, "payload": other})
+    bad = replace(sub, payload=other)
     with pytest.raises(UpdateRejectedError) as info:
         open_world.coordinator.submit_update(bad)
     assert info.value.reason == "wrong_tensors"
