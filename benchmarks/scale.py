@@ -54,6 +54,8 @@ class ScaleRun:
     completed: bool = False
     problems: list[str] = field(default_factory=list)
     loadgen: list[dict[str, Any]] = field(default_factory=list)
+    phase_ms: list[dict[str, float]] = field(default_factory=list)
+    """Per completed round: coordinator ms per update in each phase (close: per round)."""
 
     @property
     def errors(self) -> int:
@@ -68,17 +70,24 @@ class ScaleRun:
         return statistics.median(self.round_seconds) if self.round_seconds else None
 
 
-def _read_rounds(db: Path) -> tuple[list[float], list[str]]:
+def _read_rounds(db: Path) -> tuple[list[float], list[str], list[dict[str, float]]]:
+    """Wall time of each completed round, the failures, and per-update phase times (ms)."""
     if not db.exists():
-        return [], []
+        return [], [], []
     with sqlite3.connect(db) as conn:
         rows = conn.execute(
-            "SELECT round_number, status, started_at, completed_at, failure_reason "
+            "SELECT round_number, status, started_at, completed_at, failure_reason, "
+            "participating_clients, timings "
             "FROM training_rounds WHERE round_number > 0 ORDER BY round_number"
         ).fetchall()
-    seconds = [done - start for _, status, start, done, _ in rows if status == "completed"]
-    failed = [f"round {n}: {reason}" for n, status, _, _, reason in rows if status == "failed"]
-    return seconds, failed
+    seconds = [r[3] - r[2] for r in rows if r[1] == "completed"]
+    failed = [f"round {r[0]}: {r[4]}" for r in rows if r[1] == "failed"]
+    phases = [
+        {k: round(1000 * v / (1 if k == "close" else r[5]), 2) for k, v in json.loads(r[6]).items()}
+        for r in rows
+        if r[1] == "completed" and r[5] and r[6]
+    ]
+    return seconds, failed, phases
 
 
 def _start_loadgens(target: str, clients: int, tmp: Path, deadline_s: float) -> list[Child]:
@@ -130,7 +139,8 @@ def run_scale(
             for child in [coordinator, *loadgens]:
                 child.stop()
         result.wall_s = time.monotonic() - started
-        result.round_seconds, result.failed_rounds = _read_rounds(tmp / "fedlearn.db")
+        db = tmp / "fedlearn.db"
+        result.round_seconds, result.failed_rounds, result.phase_ms = _read_rounds(db)
         for stats in sorted(tmp.glob("loadgen-*.json")):
             result.loadgen.append(json.loads(stats.read_text()))
     result.completed = len(result.round_seconds) == rounds and not result.problems
@@ -185,7 +195,28 @@ def _notes(runs: list[ScaleRun], rounds: int) -> list[str]:
         f"({CLIENTS_PER_LOADGEN} each), on the same cores as the coordinator: their "
         "SHA-256 and copies are part of what a round waits for.",
     ]
-    return notes + _failures(runs)
+    return notes + _phase_notes(runs) + _failures(runs)
+
+
+def _phase_notes(runs: list[ScaleRun]) -> list[str]:
+    """Median coordinator time per update in each phase, from the round records."""
+    parts = []
+    for run in runs:
+        if not run.phase_ms:
+            continue
+        medians = {
+            phase: statistics.median(p[phase] for p in run.phase_ms) for phase in run.phase_ms[0]
+        }
+        parts.append(
+            f"{run.clients} clients: " + ", ".join(f"{k} {v:g}" for k, v in medians.items())
+        )
+    if not parts:
+        return []
+    return [
+        "Coordinator ms per update in each phase (median over rounds; close is per round; "
+        "download and upload are stream times, which overlap and include waiting for "
+        "the clients): " + "; ".join(parts) + "."
+    ]
 
 
 def _failures(runs: list[ScaleRun]) -> list[str]:
@@ -272,6 +303,7 @@ def run(quick: bool) -> Result:
                     "idle_rss_mb": r.idle_rss_mb,
                     "problems": r.problems,
                     "loadgen": r.loadgen,
+                    "phase_ms": r.phase_ms,
                     "wall_s": r.wall_s,
                 }
                 for r in runs

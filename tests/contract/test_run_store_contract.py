@@ -23,6 +23,7 @@ from fedlearn.core.types import (
     RoundConfig,
     RoundRecord,
     RoundStatus,
+    RoundTimings,
     RunRecord,
     UpdateRecord,
 )
@@ -237,6 +238,9 @@ def test_save_round_round_trips_every_field(store: RunStore) -> None:
         bytes_up=7 * 2**40,
         bytes_down=3 * 2**33,
         failure_reason=None,
+        timings=RoundTimings(
+            download=1.25, upload=2.5e-3, validate=0.1, persist=3.0, aggregate=0.015625, close=7.0
+        ),
     )
     store.save_round(completed)
     assert store.get_round("run-a", 3) == completed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ def round_rows(
                 "client_eval_accuracy": r.client_eval_accuracy,
                 "update_norm": r.update_norm,
                 "convergence_score": r.convergence_score,
+                "phase_seconds": dataclasses.asdict(r.timings),
             }
         )
     return rows
@@ -95,7 +97,15 @@ def _fmt(value: float | None, pattern: str) -> str:
 
 def rounds_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(
-        "round", "accuracy", "loss", "clients", "MB up", "MB down", "seconds", title="Rounds"
+        "round",
+        "accuracy",
+        "loss",
+        "clients",
+        "MB up",
+        "MB down",
+        "seconds",
+        "overhead s",
+        title="Rounds",
     )
     for r in rows:
         table.add_row(

@@ -13,21 +13,29 @@ __all__ = ["StreamingFedAvg", "weighted_mean"]
 
 FloatVector = npt.NDArray[np.floating]
 
+BLOCK = 1 << 15
+"""Elements per block of ``StreamingFedAvg.add``: a 256 KiB float64 scratch (L2-sized)."""
+
 
 class StreamingFedAvg:
     """Folds client vectors into a running weighted sum, one at a time.
 
-    Memory is two float64 vectors of the model's size, however many clients
+    Memory is one float64 vector of the model's size, however many clients
     report: ``add`` accumulates ``weight * vector`` and ``mean`` divides by the
     total weight. Accumulation is in float64 so that thousands of float32
     updates lose no precision.
+
+    ``add`` works block by block: each block of the update is widened and scaled
+    in a small scratch buffer that stays in the CPU's L2 cache, then added to
+    the running sum, so the update is read from memory once instead of being
+    widened into a model-sized float64 copy and read back twice.
     """
 
     __slots__ = ("_count", "_scratch", "_sum", "_total_weight")
 
     def __init__(self, size: int) -> None:
         self._sum = np.zeros(size, dtype=np.float64)
-        self._scratch = np.empty(size, dtype=np.float64)
+        self._scratch = np.empty(min(size, BLOCK), dtype=np.float64)
         self._total_weight = 0.0
         self._count = 0
 
@@ -46,11 +54,15 @@ class StreamingFedAvg:
             )
         if not weight > 0 or not np.isfinite(weight):
             raise UpdateRejectedError("bad_weight", f"weight must be positive, got {weight}")
-        # widen first, then scale and add in place: numpy's mixed-dtype multiply
-        # goes through a slower buffered casting loop
-        np.copyto(self._scratch, vector, casting="same_kind")
-        self._scratch *= weight
-        self._sum += self._scratch
+        total, scratch = self._sum, self._scratch
+        for start in range(0, total.size, BLOCK):
+            part = total[start : start + BLOCK]
+            block = scratch[: part.size]
+            # widen first, then scale and add in place: numpy's mixed-dtype
+            # multiply goes through a slower buffered casting loop
+            np.copyto(block, vector[start : start + BLOCK], casting="same_kind")
+            np.multiply(block, weight, out=block)
+            np.add(part, block, out=part)
         self._total_weight += float(weight)
         self._count += 1
 

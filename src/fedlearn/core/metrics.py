@@ -31,7 +31,7 @@ def convergence_metrics(
     new: npt.NDArray[np.floating],
     mean_delta: npt.NDArray[np.floating],
 ) -> ConvergenceMetrics:
-    change = _norm(new.astype(np.float64) - old.astype(np.float64))
+    change = _norm(np.subtract(new, old, dtype=np.float64))
     base = _norm(old)
     return ConvergenceMetrics(
         update_norm=_norm(mean_delta),

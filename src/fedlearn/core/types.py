@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +19,7 @@ __all__ = [
     "RoundConfig",
     "RoundRecord",
     "RoundStatus",
+    "RoundTimings",
     "RunRecord",
     "TensorSpec",
     "UpdateRecord",
@@ -108,6 +109,33 @@ class ClientRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class RoundTimings:
+    """Where a round's coordinator time went, in seconds summed over its updates.
+
+    Uploads and downloads of different clients overlap, so the sums can exceed
+    the round's wall time; divided by the number of updates they give the cost
+    of one. ``close`` is not a sum: it is the one-off finalisation (mean of the
+    running sum, strategy step, storing the new global model).
+    """
+
+    download: float = 0.0
+    """Streaming the global model to clients."""
+    upload: float = 0.0
+    """Receiving update chunks, reassembly and the SHA-256 check."""
+    validate: float = 0.0
+    """Decoding and validating updates (shapes, finiteness, norm)."""
+    persist: float = 0.0
+    """Writing update blobs and rows (durable before the acknowledgement)."""
+    aggregate: float = 0.0
+    """Folding updates into the streaming weighted sum."""
+    close: float = 0.0
+
+    def plus(self, **seconds: float) -> RoundTimings:
+        """These timings with ``seconds`` added to the named phases."""
+        return replace(self, **{k: getattr(self, k) + v for k, v in seconds.items()})
+
+
+@dataclass(frozen=True, slots=True)
 class RoundRecord:
     """A training round as stored; metrics are ``None`` until the round completes."""
 
@@ -134,6 +162,7 @@ class RoundRecord:
     bytes_up: int = 0
     bytes_down: int = 0
     failure_reason: str | None = None
+    timings: RoundTimings = field(default_factory=RoundTimings)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,12 +59,17 @@ def validate_update(decoded: DecodedWeights, expected: Sequence[TensorSpec]) -> 
     """Reject an update whose tensors differ from ``expected`` or are not finite."""
     _compare_specs(decoded.specs, expected)
     vector = cast("npt.NDArray[np.float32]", decoded.flat("float32"))
-    if not np.isfinite(vector).all():
+    # One BLAS pass does both checks: a NaN or an infinity makes the sum of squares
+    # non-finite. Only then (or if float32 squares overflowed) look closer.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sum_sq = float(np.dot(vector, vector))
+    if not math.isfinite(sum_sq):
         bad = int(np.count_nonzero(~np.isfinite(vector)))
-        raise UpdateRejectedError("non_finite", f"update holds {bad} NaN or infinite values")
-    # einsum accumulates in float64 without materialising a float64 copy of the update
-    norm = math.sqrt(float(np.einsum("i,i->", vector, vector, dtype=np.float64)))
-    return ValidatedUpdate(vector=vector, norm=norm)
+        if bad:
+            raise UpdateRejectedError("non_finite", f"update holds {bad} NaN or infinite values")
+        # finite but huge: einsum accumulates in float64 without a float64 copy
+        sum_sq = float(np.einsum("i,i->", vector, vector, dtype=np.float64))
+    return ValidatedUpdate(vector=vector, norm=math.sqrt(sum_sq))
 
 
 def check_norm_outlier(

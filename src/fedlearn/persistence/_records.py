@@ -22,6 +22,7 @@ from fedlearn.core.types import (
     RoundConfig,
     RoundRecord,
     RoundStatus,
+    RoundTimings,
     RunRecord,
     UpdateRecord,
 )
@@ -215,6 +216,7 @@ def round_to_row(round_: RoundRecord) -> dict[str, Any]:
     row["local_epochs"] = round_.config.local_epochs
     row["batch_size"] = round_.config.batch_size
     row["learning_rate"] = round_.config.learning_rate
+    row["timings"] = dataclasses.asdict(round_.timings)
     return row
 
 
@@ -228,6 +230,7 @@ def round_from_row(row: Row) -> RoundRecord:
         status=RoundStatus(row["status"]),
         selected_clients=tuple(row["selected_clients"]),
         config=config,
+        timings=RoundTimings(**(row["timings"] or {})),
         **{name: row[name] for name in _ROUND_PLAIN},
     )
 

@@ -143,6 +143,8 @@ class RoundRow(Base):
     bytes_up: Mapped[int] = mapped_column(sa.BigInteger)
     bytes_down: Mapped[int] = mapped_column(sa.BigInteger)
     failure_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # seconds per phase (RoundTimings as a JSON object); added by migration 0003
+    timings: Mapped[dict[str, float] | None] = mapped_column(sa.JSON)
 
 
 class UpdateRow(Base):

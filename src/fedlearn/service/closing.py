@@ -8,6 +8,7 @@ half-way, the round row is still ``open`` and a restart redoes the close.
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 
@@ -36,6 +37,7 @@ def close_round(
     keep_updates: bool,
 ) -> GlobalModel | None:
     """Complete the round and return the new global model, or fail it and return None."""
+    started = time.perf_counter()
     try:
         mean_delta = open_.aggregator.mean()
         step = strategy.step(current.vector, mean_delta, current.server_state)
@@ -53,6 +55,7 @@ def close_round(
         server_state=step.state,
     )
     metrics = convergence_metrics(current.vector, new.vector, mean_delta)
+    open_.timings = open_.timings.plus(close=time.perf_counter() - started)
     record = open_.closed(
         status=RoundStatus.COMPLETED,
         completed_at=now,

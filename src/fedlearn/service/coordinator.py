@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -197,6 +198,13 @@ class Coordinator:
                 open_.bytes_down += len(blob.payload)
         return blob
 
+    def record_download(self, round_number: int, seconds: float) -> None:
+        """Count ``seconds`` of model streaming against the round, if it is still open."""
+        with self._cond:
+            open_ = self._open
+            if open_ is not None and open_.number == round_number:
+                open_.timings = open_.timings.plus(download=seconds)
+
     # -- updates ----------------------------------------------------------------
 
     def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
@@ -281,10 +289,13 @@ class Coordinator:
         return checked
 
     def _accept(self, open_: OpenRound, sub: UpdateSubmission) -> UpdateAck:
+        started = time.perf_counter()
         checked = self._validate(open_, sub)
+        validated = time.perf_counter()
         path = self._models.put(
             f"{self._key(sub.round_number)}/updates/{sub.update_id}.flw", sub.payload
         )
+        blob_seconds = time.perf_counter() - validated
         record = UpdateRecord(
             run_id=self.config.run_id,
             update_id=sub.update_id,
@@ -303,6 +314,7 @@ class Coordinator:
             train_seconds=sub.train_seconds,
         )
         with self._cond:
+            locked = time.perf_counter()
             still_open = self._open
             if still_open is None or still_open.number != open_.number:
                 self._models.delete(path)
@@ -313,7 +325,14 @@ class Coordinator:
             except Exception:
                 self._models.delete(path)
                 raise
+            persisted = time.perf_counter()
             open_.aggregator.add(checked.vector, float(sub.num_samples))
+            open_.timings = open_.timings.plus(
+                upload=sub.upload_seconds,
+                validate=validated - started,
+                persist=blob_seconds + persisted - locked,
+                aggregate=time.perf_counter() - persisted,
+            )
             open_.received[sub.client_id] = record
             open_.bytes_up += record.wire_bytes
             ack = UpdateAck(

@@ -94,6 +94,8 @@ class UpdateSubmission:
     train_seconds: float = 0.0
     privacy_budget_used: float = 0.0
     wire_bytes: int = 0
+    upload_seconds: float = 0.0
+    """Time the transport spent receiving and checking the payload (0 in process)."""
 
 
 @dataclass(frozen=True, slots=True)

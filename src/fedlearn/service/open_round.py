@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from fedlearn.core.aggregation import StreamingFedAvg
-from fedlearn.core.types import RoundRecord, UpdateRecord
+from fedlearn.core.types import RoundRecord, RoundTimings, UpdateRecord
 
 __all__ = ["OpenRound", "weighted_metric"]
 
@@ -20,6 +20,7 @@ class OpenRound:
     in_flight: set[str] = field(default_factory=set)
     bytes_up: int = 0
     bytes_down: int = 0
+    timings: RoundTimings = field(default_factory=RoundTimings)
 
     @property
     def number(self) -> int:
@@ -50,6 +51,7 @@ class OpenRound:
             participating_clients=len(updates),
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
+            timings=self.timings,
             training_loss=weighted_metric([(u.training_loss, u.num_samples) for u in updates]),
             client_eval_accuracy=weighted_metric(
                 [(u.eval_accuracy, u.eval_samples) for u in updates]

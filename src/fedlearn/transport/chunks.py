@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 
 from fedlearn.errors import ChecksumError, UpdateRejectedError
+from fedlearn.service.messages import GlobalModelBlob
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "Assembler", "split"]
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "Assembler",
+    "EncodedModelCache",
+    "data_chunk_wire_bytes",
+    "split",
+]
 
 DEFAULT_CHUNK_BYTES = 1 << 20
+
+
+def data_chunk_wire_bytes(size: int) -> int:
+    """Serialized size of a chunk message holding ``size`` bytes of data: the
+    field's tag byte, its varint length, the data."""
+    return 1 + max(1, (size.bit_length() + 6) // 7) + size
 
 
 def split(payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
@@ -58,3 +73,36 @@ class Assembler:
         payload = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks = []
         return payload
+
+
+class EncodedModelCache:
+    """The serialized ``ModelChunk`` messages of the latest global model.
+
+    Every client of a round downloads the same model: it is cut and serialized
+    once per version, and each download streams the same ``bytes``.
+    """
+
+    def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+        self._chunk_bytes = chunk_bytes
+        self._lock = threading.Lock()
+        self._key: tuple[int, str] | None = None
+        self._messages: tuple[bytes, ...] = ()
+
+    def chunks(self, blob: GlobalModelBlob) -> tuple[bytes, ...]:
+        key = (blob.round_number, blob.sha256)
+        with self._lock:
+            if key != self._key:
+                self._messages = self._encode(blob)
+                self._key = key
+            return self._messages
+
+    def _encode(self, blob: GlobalModelBlob) -> tuple[bytes, ...]:
+        header = pb.BlobHeader(
+            round_number=blob.round_number, total_bytes=len(blob.payload), sha256=blob.sha256
+        )
+        first = pb.ModelChunk(header=header).SerializeToString()
+        rest = (
+            pb.ModelChunk(data=data).SerializeToString()
+            for data in split(blob.payload, self._chunk_bytes)
+        )
+        return (first, *rest)

@@ -148,7 +148,7 @@ def submission_to_header(sub: UpdateSubmission, *, sha256: str) -> pb.UpdateHead
 
 
 def submission_from_header(
-    header: pb.UpdateHeader, payload: bytes, *, wire_bytes: int
+    header: pb.UpdateHeader, payload: bytes, *, wire_bytes: int, upload_seconds: float = 0.0
 ) -> UpdateSubmission:
     return UpdateSubmission(
         client_id=header.client_id,
@@ -163,6 +163,7 @@ def submission_from_header(
         train_seconds=header.train_seconds,
         privacy_budget_used=header.privacy_budget_used,
         wire_bytes=wire_bytes,
+        upload_seconds=upload_seconds,
     )
 
 

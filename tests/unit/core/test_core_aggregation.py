@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedlearn.core.aggregation import StreamingFedAvg, weighted_mean
+from fedlearn.core.aggregation import BLOCK, StreamingFedAvg, weighted_mean
 from fedlearn.errors import ConflictError, UpdateRejectedError
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, width=32)
@@ -30,6 +30,17 @@ def test_streaming_fedavg_equals_the_plain_weighted_mean(case):
     np.testing.assert_allclose(agg.mean(), expected, rtol=1e-9, atol=1e-9)
     assert agg.count == len(vectors)
     assert agg.total_weight == sum(weights)
+
+
+@pytest.mark.parametrize("size", [BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17])
+def test_streaming_fedavg_is_exact_across_block_boundaries(size):
+    rng = np.random.default_rng(size)
+    vectors = [rng.standard_normal(size).astype(np.float32) for _ in range(3)]
+    weights = [3.0, 1.0, 250.0]
+    agg = StreamingFedAvg(size)
+    for v, w in zip(vectors, weights, strict=True):
+        agg.add(v, w)
+    np.testing.assert_allclose(agg.mean(), weighted_mean(vectors, weights), rtol=1e-12)
 
 
 def test_fedavg_weights_updates_by_sample_count():

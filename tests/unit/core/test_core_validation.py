@@ -21,6 +21,22 @@ def test_valid_update_yields_its_flat_vector_and_norm():
     assert checked.norm == pytest.approx(np.sqrt(6.0))
 
 
+def test_huge_but_finite_update_is_accepted_with_its_exact_norm():
+    # float32 squares of 1e30 overflow; the norm must still come out right
+    weight = np.full((2, 3), 1e30, np.float32)
+    checked = _check({"conv.weight": weight, "conv.bias": np.zeros(2, np.float32)})
+    assert checked.norm == pytest.approx(float(np.float32(1e30)) * np.sqrt(6.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_one_non_finite_value_among_many_is_found_and_counted(bad):
+    weight = np.full((2, 3), 0.5, np.float32)
+    weight[1, 2] = bad
+    with pytest.raises(UpdateRejectedError, match="holds 1 NaN or infinite") as info:
+        _check({"conv.weight": weight, "conv.bias": np.zeros(2, np.float32)})
+    assert info.value.reason == "non_finite"
+
+
 @pytest.mark.parametrize(
     ("weights", "reason"),
     [

@@ -10,7 +10,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from fedlearn.persistence import make_engine, migrate
+from fedlearn.core.types import RoundTimings, RunRecord
+from fedlearn.persistence import SqlRunStore, make_engine, migrate
 from fedlearn.persistence.tables import metadata
 
 
@@ -67,10 +68,11 @@ def test_downgrade_to_base_removes_every_table(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_head_revision_is_the_rejected_updates_migration() -> None:
-    assert migrate.head_revision() == "0002"
+def test_head_revision_is_the_round_timings_migration() -> None:
+    assert migrate.head_revision() == "0003"
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0002_rejected_updates.py").is_file()
+    assert (migrate.MIGRATIONS_DIR / "versions" / "0003_round_timings.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "script.py.mako").is_file()
 
 
@@ -89,6 +91,34 @@ def test_upgrade_from_0001_adds_rejected_updates_and_keeps_existing_rows(tmp_pat
     assert "rejected_updates" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT run_id FROM runs")).scalars().all() == ["run-a"]
-    assert migrate.current_revision(engine) == "0002"
+    assert migrate.current_revision(engine) == "0003"
     engine.dispose()
     assert _diffs(url) == []
+
+
+def test_upgrade_from_0002_keeps_rounds_and_reads_them_with_zero_timings(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fedlearn.db'}"
+    migrate.upgrade(url, revision="0002")
+    engine = make_engine(url)
+    store = SqlRunStore(engine)
+    store.create_run(RunRecord("run-a", "cnn", 1.5))
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO training_rounds (run_id, round_number, status, selected_clients,"
+                " local_epochs, batch_size, learning_rate, started_at, deadline_at,"
+                " participating_clients, bytes_up, bytes_down)"
+                " VALUES ('run-a', 1, 'completed', '[]', 1, 32, 0.1, 1.0, 2.0, 0, 0, 0)"
+            )
+        )
+    engine.dispose()
+
+    migrate.upgrade(url)
+
+    engine = make_engine(url)
+    (stored,) = SqlRunStore(engine).list_rounds("run-a")
+    assert stored.round_number == 1
+    assert stored.timings == RoundTimings()
+    engine.dispose()

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from service_world import INITIAL, World, delta, submission
@@ -106,3 +108,18 @@ def test_each_round_hands_out_the_decayed_learning_rate():
         world.coordinator.submit_update(submission(c, 1, delta(0.1)))
     assert world.coordinator.poll_task("a").config.learning_rate == pytest.approx(0.05)
     assert world.runs.get_round("r", 2).config.learning_rate == pytest.approx(0.05)
+
+
+def test_a_completed_round_records_where_its_time_went(world):
+    world.register("a", "b")
+    world.coordinator.get_global_model("a", 1)
+    world.coordinator.record_download(1, 0.25)
+    world.coordinator.record_download(7, 9.0)  # not the open round: ignored
+    first = replace(submission("a", 1, delta(1.0)), upload_seconds=0.5)
+    world.coordinator.submit_update(first)
+    world.coordinator.submit_update(replace(submission("b", 1, delta(2.0)), upload_seconds=0.25))
+    timings = world.runs.get_round("r", 1).timings
+    assert timings.download == 0.25
+    assert timings.upload == 0.75
+    for phase in ("validate", "persist", "aggregate", "close"):
+        assert getattr(timings, phase) > 0.0, phase

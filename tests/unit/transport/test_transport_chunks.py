@@ -9,7 +9,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fedlearn.errors import ChecksumError, UpdateRejectedError
-from fedlearn.transport.chunks import Assembler, split
+from fedlearn.service.messages import GlobalModelBlob
+from fedlearn.transport.chunks import (
+    Assembler,
+    EncodedModelCache,
+    data_chunk_wire_bytes,
+    split,
+)
+from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 
 
 def _sha(data: bytes) -> str:
@@ -81,3 +88,30 @@ def test_assembler_refuses_one_byte_over_max():
     with pytest.raises(UpdateRejectedError) as info:
         Assembler(101, _sha(b""), max_bytes=100)
     assert info.value.reason == "too_large"
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 1 << 20, (1 << 21) + 5])
+def test_data_chunk_wire_bytes_equals_the_serialized_size(size):
+    assert data_chunk_wire_bytes(size) == pb.UpdateChunk(data=b"x" * size).ByteSize()
+
+
+def _blob(round_number: int, payload: bytes) -> GlobalModelBlob:
+    return GlobalModelBlob(round_number, payload, hashlib.sha256(payload).hexdigest())
+
+
+def test_encoded_model_chunks_parse_back_to_the_model():
+    blob = _blob(3, bytes(range(256)) * 41)
+    messages = [pb.ModelChunk.FromString(m) for m in EncodedModelCache(1000).chunks(blob)]
+    header = messages[0].header
+    assert (header.round_number, header.total_bytes, header.sha256) == (3, 256 * 41, blob.sha256)
+    assert [len(m.data) for m in messages[1:]] == [1000] * 10 + [496]
+    assert b"".join(m.data for m in messages[1:]) == blob.payload
+
+
+def test_encoded_model_cache_encodes_each_version_once():
+    cache = EncodedModelCache(64)
+    first = cache.chunks(_blob(1, b"a" * 100))
+    assert cache.chunks(_blob(1, b"a" * 100)) is first
+    second = cache.chunks(_blob(2, b"b" * 100))
+    assert second is not first
+    assert pb.ModelChunk.FromString(second[0]).header.round_number == 2
