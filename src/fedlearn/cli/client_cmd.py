@@ -1,9 +1,17 @@
-"""``fedlearn client``: train on local data for a coordinator."""
+"""``fedlearn client``: train on local data for a coordinator.
+
+Test hook: ``FEDLEARN_TEST_CRASH_AFTER=outbox`` makes the client SIGKILL itself right
+after an update is written to its outbox (before it is sent), ``=ack`` just before an
+outbox entry is deleted (after the coordinator acknowledged the update). Only the crash
+recovery tests set it; it is read here and nowhere else.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,8 +25,15 @@ from fedlearn.cli.common import (
     setup_logging,
 )
 from fedlearn.core.retry import RetryPolicy
+from fedlearn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedlearn.client.outbox import Outbox, OutboxEntry
+    from fedlearn.client.recovery import ClientState
 
 __all__ = ["client"]
+
+CRASH_ENV = "FEDLEARN_TEST_CRASH_AFTER"
 
 
 def client(
@@ -56,10 +71,26 @@ def client(
     retry_total: Annotated[
         float, typer.Option(help="Seconds to keep retrying an unreachable coordinator.")
     ] = 60.0,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FEDLEARN_CLIENT_STATE_DIR",
+            help="Folder for the outbox of unacknowledged updates and the training "
+            "checkpoint [default: CACHE_DIR/client-state/CLIENT_ID; none without --client-id].",
+        ),
+    ] = None,
+    min_batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="After out-of-memory errors, halve the batch size down to this, then skip the round.",
+        ),
+    ] = 1,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Register with a coordinator, then train each round it asks for, until the run ends."""
     from fedlearn.bootstrap import ClientSettings, DataSettings, build_client
+    from fedlearn.client.recovery import Recovery
 
     setup_logging(log_level, plain=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -81,9 +112,47 @@ def client(
         threads=threads,
         retry=RetryPolicy(total_s=retry_total),
     )
-    report = build_client(settings).run()
+    folder = state_dir
+    if folder is None and client_id is not None:
+        folder = default_cache_dir(cache_dir) / "client-state" / client_id
+    state = _open_state(folder) if folder is not None else None
+    recovery = Recovery(state=state, min_batch_size=min_batch_size)
+    report = build_client(settings).with_recovery(recovery).run()
     typer.echo(f"client {report.client_id}: trained {report.rounds_trained} rounds")
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _open_state(folder: Path) -> ClientState:
+    from dataclasses import replace
+
+    from fedlearn.client.recovery import ClientState
+
+    state = ClientState.open(folder)
+    crash = os.environ.get(CRASH_ENV)
+    if not crash:
+        return state
+    if crash not in ("outbox", "ack"):
+        raise ConfigError(f"{CRASH_ENV} must be 'outbox' or 'ack', got {crash!r}")
+    return replace(state, outbox=_crashing_outbox(state.outbox.directory, crash))
+
+
+def _crashing_outbox(directory: Path, point: str) -> Outbox:
+    """An outbox that kills this process at ``point`` (the crash-recovery test hook)."""
+    from fedlearn.client.outbox import Outbox
+
+    class CrashingOutbox(Outbox):
+        def put(self, entry: OutboxEntry) -> Path:
+            path = super().put(entry)
+            if point == "outbox":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return path
+
+        def remove(self, entry: OutboxEntry) -> None:
+            if point == "ack":
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().remove(entry)
+
+    return CrashingOutbox(directory)

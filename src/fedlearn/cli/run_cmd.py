@@ -156,7 +156,8 @@ def _run_processes(plan: _Plan, console: Console) -> None:
                 name,
                 fedlearn_command(
                     "client", "--coordinator", target, "--client-id", name,
-                    "--partition", k, *plan.client_args,
+                    "--partition", k, "--state-dir", plan.out / "state" / "clients" / name,
+                    *plan.client_args,
                 ),
             )  # fmt: skip
         _monitor(target, group, plan, console)

@@ -1,6 +1,15 @@
-"""The client side: local PyTorch training and the round loop."""
+"""The client side: local PyTorch training, the round loop and its crash recovery."""
 
+from fedlearn.client.recovery import ClientState, Recovery
 from fedlearn.client.runtime import ClientOptions, ClientReport, ClientRuntime
 from fedlearn.client.trainer import LocalTrainer, TrainResult
 
-__all__ = ["ClientOptions", "ClientReport", "ClientRuntime", "LocalTrainer", "TrainResult"]
+__all__ = [
+    "ClientOptions",
+    "ClientReport",
+    "ClientRuntime",
+    "ClientState",
+    "LocalTrainer",
+    "Recovery",
+    "TrainResult",
+]

@@ -4,21 +4,38 @@ The runtime talks to the coordinator only through the ``CoordinatorApi`` port
 and to PyTorch only through the ``Trainer`` protocol, so tests can drive it
 with fakes. Only weights deltas and metrics leave the process; the images stay
 inside the trainer.
+
+With a state folder (:class:`~fedlearn.client.recovery.Recovery`), each update is
+written to the outbox before it is sent and deleted once acknowledged; pending updates
+are re-sent with their update id at start-up and after a transport failure. Training
+is checkpointed after each epoch and resumed after a crash in the same round. An
+out-of-memory error halves the batch size and retries the round.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
+from fedlearn.client.checkpoints import RoundCheckpoints, round_key
+from fedlearn.client.memory import train_with_smaller_batches
+from fedlearn.client.outbox import Outbox, OutboxEntry
+from fedlearn.client.recovery import Recovery
 from fedlearn.core.serialization import decode_weights, encode_weights
 from fedlearn.core.types import ClientCapabilities, EvalResult, RoundConfig, Weights
-from fedlearn.errors import ConflictError, NotFoundError, StaleRoundError
+from fedlearn.errors import (
+    ConflictError,
+    NotFoundError,
+    StaleRoundError,
+    TransportError,
+    UpdateRejectedError,
+)
 from fedlearn.service.messages import Task, TaskKind, UpdateSubmission
 from fedlearn.service.ports import CoordinatorApi
 
@@ -41,7 +58,13 @@ class Trainer(Protocol):
 
     def set_weights(self, weights: Weights) -> None: ...
     def get_weights(self) -> dict[str, np.ndarray]: ...
-    def train(self, config: RoundConfig, *, round_number: int) -> TrainOutcome: ...
+    def train(
+        self,
+        config: RoundConfig,
+        *,
+        round_number: int,
+        checkpoints: RoundCheckpoints | None = None,
+    ) -> TrainOutcome: ...
     def evaluate_holdout(self) -> EvalResult | None: ...
 
 
@@ -69,12 +92,27 @@ class ClientRuntime:
         options: ClientOptions,
         *,
         on_round: Callable[[int, TrainOutcome], None] | None = None,
+        recovery: Recovery | None = None,
     ) -> None:
         self._api = api
         self._trainer_factory = trainer_factory
         self._trainer: Trainer | None = None
         self._options = options
         self._on_round = on_round
+        self._recovery = recovery or Recovery()
+        self._outbox: Outbox | None = self._recovery.state.outbox if self._recovery.state else None
+        self._run_id = ""
+        self._flush_needed = self._outbox is not None
+
+    def with_recovery(self, recovery: Recovery) -> ClientRuntime:
+        """The same client with other fault-tolerance settings (call before :meth:`run`)."""
+        return ClientRuntime(
+            self._api,
+            self._trainer_factory,
+            self._options,
+            on_round=self._on_round,
+            recovery=recovery,
+        )
 
     def _register(self) -> str:
         registration = self._api.register(self._options.client_id, self._options.capabilities)
@@ -84,6 +122,7 @@ class ClientRuntime:
             registration.run_id,
             registration.model_name,
         )
+        self._run_id = registration.run_id
         if self._trainer is None:
             self._trainer = self._trainer_factory(registration.model_name)
         return registration.client_id
@@ -94,6 +133,8 @@ class ClientRuntime:
         last = 0
         while True:
             try:
+                if self._flush_needed:
+                    self._flush_outbox(client_id)
                 task = self._api.poll_task(client_id, wait_s=self._options.poll_wait_s)
             except NotFoundError:
                 logger.warning("the coordinator does not know %s; registering again", client_id)
@@ -106,6 +147,78 @@ class ClientRuntime:
                 trained += 1
                 last = task.round_number
 
+    # -- the outbox -----------------------------------------------------------------
+
+    def _flush_outbox(self, client_id: str) -> None:
+        """Re-send the pending updates that still fit the open round; drop the rest."""
+        assert self._outbox is not None
+        for entry in self._outbox.pending():
+            sub = entry.submission
+            reason = self._why_not_resend(entry, client_id)
+            if reason:
+                logger.warning(
+                    "dropping the pending update %s for round %d: %s",
+                    sub.update_id,
+                    sub.round_number,
+                    reason,
+                )
+                self._outbox.remove(entry)
+                continue
+            logger.info(
+                "re-sending the pending update %s for round %d", sub.update_id, sub.round_number
+            )
+            self._deliver(entry)
+        self._flush_needed = False
+
+    def _why_not_resend(self, entry: OutboxEntry, client_id: str) -> str:
+        sub = entry.submission
+        if entry.run_id != self._run_id or sub.client_id != client_id:
+            return f"it belongs to client {sub.client_id} of run {entry.run_id}"
+        try:
+            blob = self._api.download_model(client_id, sub.round_number)
+        except StaleRoundError:
+            return "that round is no longer open"
+        if _digest(blob.payload) != entry.base_digest:
+            return "it was trained from another global model"
+        return ""
+
+    def _deliver(self, entry: OutboxEntry) -> bool:
+        """Send ``entry``; True once the coordinator stored it (now or before)."""
+        sub = entry.submission
+        try:
+            ack = self._api.submit_update(sub)
+        except (StaleRoundError, ConflictError) as exc:
+            logger.warning("round %d update not taken: %s", sub.round_number, exc)
+            self._forget(entry)
+            return False
+        except UpdateRejectedError:
+            self._forget(entry)
+            raise
+        except TransportError as exc:
+            if self._outbox is None:
+                raise
+            logger.warning(
+                "round %d update kept in the outbox, to be re-sent: %s", sub.round_number, exc
+            )
+            self._flush_needed = True
+            return False
+        self._forget(entry)
+        logger.info(
+            "round %d: update %s%s (%d/%d updates in)",
+            sub.round_number,
+            sub.update_id,
+            " was already stored" if ack.duplicate else " accepted",
+            ack.updates_received,
+            ack.updates_expected,
+        )
+        return True
+
+    def _forget(self, entry: OutboxEntry) -> None:
+        if self._outbox is not None:
+            self._outbox.remove(entry)
+
+    # -- one round ------------------------------------------------------------------
+
     def _train_round(self, client_id: str, task: Task) -> bool:
         assert task.config is not None and self._trainer is not None
         try:
@@ -114,9 +227,13 @@ class ClientRuntime:
             return False
         trainer = self._trainer
         base = {k: np.array(v) for k, v in decode_weights(blob.payload).tensors.items()}
+        digest = _digest(blob.payload)
         trainer.set_weights(base)
         evaluation = trainer.evaluate_holdout()
-        outcome = trainer.train(task.config, round_number=task.round_number)
+        checkpoints = self._checkpoints(client_id, task.round_number, digest)
+        outcome = self._train(base, task, checkpoints)
+        if outcome is None:
+            return False
         trained = trainer.get_weights()
         delta = {name: (trained[name] - base[name]).astype(np.float32) for name in base}
         submission = UpdateSubmission(
@@ -131,20 +248,55 @@ class ClientRuntime:
             eval_samples=evaluation.samples if evaluation else 0,
             train_seconds=outcome.seconds,
         )
-        try:
-            ack = self._api.submit_update(submission)
-        except (StaleRoundError, ConflictError) as exc:
-            logger.warning("round %d update not taken: %s", task.round_number, exc)
-            return False
+        entry = OutboxEntry(submission, run_id=self._run_id, base_digest=digest)
+        if self._outbox is not None:
+            self._outbox.put(entry)
+        if checkpoints is not None:
+            checkpoints.clear()
         logger.info(
-            "round %d: loss %.4f on %d samples in %.2f s (%d/%d updates in)",
+            "round %d: loss %.4f on %d samples in %.2f s",
             task.round_number,
             outcome.loss,
             outcome.samples,
             outcome.seconds,
-            ack.updates_received,
-            ack.updates_expected,
         )
+        if not self._deliver(entry):
+            return False
         if self._on_round is not None:
             self._on_round(task.round_number, outcome)
         return True
+
+    def _checkpoints(
+        self, client_id: str, round_number: int, digest: str
+    ) -> RoundCheckpoints | None:
+        state = self._recovery.state
+        if state is None:
+            return None
+        return state.checkpoints.for_round(round_key(self._run_id, client_id, round_number, digest))
+
+    def _train(
+        self, base: Weights, task: Task, checkpoints: RoundCheckpoints | None
+    ) -> TrainOutcome | None:
+        """The round's training, retried with smaller batches after out-of-memory errors."""
+        assert task.config is not None and self._trainer is not None
+        trainer, config = self._trainer, task.config
+
+        def attempt(batch_size: int) -> TrainOutcome:
+            if batch_size != config.batch_size:
+                trainer.set_weights(base)
+            return trainer.train(
+                replace(config, batch_size=batch_size),
+                round_number=task.round_number,
+                checkpoints=checkpoints,
+            )
+
+        return train_with_smaller_batches(
+            attempt,
+            batch_size=config.batch_size,
+            min_batch_size=self._recovery.min_batch_size,
+            round_number=task.round_number,
+        )
+
+
+def _digest(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()

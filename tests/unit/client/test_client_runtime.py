@@ -35,8 +35,9 @@ class FakeTrainer:
     def get_weights(self):
         return {k: v + 0.5 for k, v in self.weights.items()}
 
-    def train(self, config, *, round_number):
+    def train(self, config, *, round_number, checkpoints=None):
         self.rounds.append((round_number, config))
+        self.checkpoints = checkpoints
         return Outcome()
 
     def evaluate_holdout(self):

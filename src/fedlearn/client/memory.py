@@ -1,0 +1,69 @@
+"""Out-of-memory during local training: free what can be freed, halve the batch, retry."""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+__all__ = ["free_memory", "is_out_of_memory", "train_with_smaller_batches"]
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for ``torch.cuda.OutOfMemoryError`` and a ``RuntimeError`` saying
+    "out of memory" (CPU allocators and other backends raise those)."""
+    cuda_oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if cuda_oom is not None and isinstance(exc, cuda_oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    """Collect garbage and hand cached accelerator memory back."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def train_with_smaller_batches(
+    attempt: Callable[[int], T], *, batch_size: int, min_batch_size: int, round_number: int
+) -> T | None:
+    """``attempt(batch_size)``, halving the batch after each out-of-memory error.
+
+    ``attempt`` must start the round's training afresh each time. Returns ``None`` once
+    the next halving would go below ``min_batch_size``; other errors propagate.
+    """
+    size = batch_size
+    while True:
+        failure = ""
+        try:
+            return attempt(size)
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
+            failure = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # Outside the except block: the traceback no longer pins the failed step's tensors.
+        free_memory()
+        if size // 2 < max(1, min_batch_size):
+            logger.error(
+                "round %d skipped: out of memory at batch size %d, the smallest allowed is %d (%s)",
+                round_number,
+                size,
+                min_batch_size,
+                failure,
+            )
+            return None
+        logger.warning(
+            "round %d: out of memory at batch size %d, retrying with %d (%s)",
+            round_number,
+            size,
+            size // 2,
+            failure,
+        )
+        size //= 2

@@ -1,0 +1,116 @@
+"""Updates written to disk before they are sent, and deleted once acknowledged.
+
+A client that dies between computing an update and hearing the coordinator's ack finds
+the update here when it starts again and re-sends it with the same update id; the
+coordinator stores an update id once and acknowledges a repeat as a duplicate, so an
+update never counts twice.
+
+One file per update, ``r<round>-<update id>.update``::
+
+    fedlearn-outbox/1\\n
+    {"run_id": ..., "base_digest": ..., "submission": {...}, "payload_sha256": ...}\\n
+    <payload bytes>
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedlearn.client.files import TEMP_SUFFIX, write_atomic
+from fedlearn.errors import ConfigError
+from fedlearn.service.messages import UpdateSubmission
+
+__all__ = ["Outbox", "OutboxEntry"]
+
+logger = logging.getLogger(__name__)
+
+_MAGIC = b"fedlearn-outbox/1\n"
+_SUFFIX = ".update"
+_SAFE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An update waiting for its ack, with what is needed to tell if it still fits."""
+
+    submission: UpdateSubmission
+    run_id: str
+    base_digest: str
+    """SHA-256 of the global model the update was trained from."""
+
+
+class Outbox:
+    """A folder of pending updates; safe against a crash at any point."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(f".*{TEMP_SUFFIX}"):  # a write cut short by a crash
+            stale.unlink(missing_ok=True)
+
+    def _path(self, submission: UpdateSubmission) -> Path:
+        if not _SAFE_ID.fullmatch(submission.update_id):
+            raise ConfigError(f"update id {submission.update_id!r} cannot name a file")
+        return self.directory / f"r{submission.round_number:06d}-{submission.update_id}{_SUFFIX}"
+
+    def put(self, entry: OutboxEntry) -> Path:
+        """Store ``entry`` durably (temp file, fsync, rename); returns its file."""
+        path = self._path(entry.submission)
+        write_atomic(path, _encode(entry))
+        logger.debug("outbox: stored update %s", entry.submission.update_id)
+        return path
+
+    def pending(self) -> list[OutboxEntry]:
+        """Every readable entry, oldest round first; unreadable files are set aside."""
+        entries = []
+        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+            try:
+                entries.append(_decode(path.read_bytes()))
+            except (ValueError, TypeError, KeyError) as exc:
+                aside = path.with_name(path.name + ".corrupt")
+                logger.warning("outbox: ignoring unreadable %s (%s); moved to %s", path, exc, aside)
+                path.replace(aside)
+        return entries
+
+    def remove(self, entry: OutboxEntry) -> None:
+        """Forget ``entry`` (acknowledged or no longer wanted); no error if it is gone."""
+        self._path(entry.submission).unlink(missing_ok=True)
+
+
+def _encode(entry: OutboxEntry) -> bytes:
+    fields = dataclasses.asdict(entry.submission)
+    payload: bytes = entry.submission.payload
+    del fields["payload"]
+    header = {
+        "run_id": entry.run_id,
+        "base_digest": entry.base_digest,
+        "submission": fields,
+        "payload_bytes": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    return _MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def _decode(data: bytes) -> OutboxEntry:
+    if not data.startswith(_MAGIC):
+        raise ValueError("not an outbox file")
+    line, sep, payload = data[len(_MAGIC) :].partition(b"\n")
+    if not sep:
+        raise ValueError("truncated header")
+    header = json.loads(line)
+    if len(payload) != header["payload_bytes"]:
+        raise ValueError(f"payload has {len(payload)} bytes, expected {header['payload_bytes']}")
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        raise ValueError("payload checksum mismatch")
+    # fields this version does not know are ignored, missing ones take their
+    # defaults: an update written by an older or newer fedlearn is still sent
+    known = {f.name for f in dataclasses.fields(UpdateSubmission)} - {"payload"}
+    fields = {k: v for k, v in header["submission"].items() if k in known}
+    submission = UpdateSubmission(payload=payload, **fields)
+    return OutboxEntry(submission, run_id=header["run_id"], base_digest=header["base_digest"])
