@@ -14,7 +14,7 @@ from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.client.trainer import LocalTrainer
 from fedlearn.core.retry import RetryPolicy
 from fedlearn.core.serialization import decode_weights
-from fedlearn.core.types import ClientCapabilities, RoundRecord
+from fedlearn.core.types import ClientCapabilities, RoundRecord, RoundStatus
 from fedlearn.data import load_dataset, make_partitions, split_holdout
 from fedlearn.data.datasets import Dataset
 from fedlearn.errors import ConfigError, NotFoundError
@@ -22,11 +22,12 @@ from fedlearn.models.evaluate import TorchEvaluator
 from fedlearn.models.registry import MODEL_NAMES, build_model
 from fedlearn.models.weights import model_to_weights
 from fedlearn.persistence.engine import make_engine
-from fedlearn.persistence.migrate import upgrade
+from fedlearn.persistence.migrate import check_schema_current, upgrade
 from fedlearn.persistence.model_store import FileModelStore
 from fedlearn.persistence.sql_store import SqlRunStore
 from fedlearn.service.coordinator import Coordinator
-from fedlearn.service.messages import CoordinatorConfig
+from fedlearn.service.messages import CoordinatorConfig, RollbackOutcome
+from fedlearn.service.recovery import ErrorRecoveryManager
 from fedlearn.transport.client import GrpcCoordinatorClient
 from fedlearn.transport.server import CoordinatorServer, ServerOptions
 
@@ -39,6 +40,7 @@ __all__ = [
     "build_coordinator",
     "load_data",
     "read_run",
+    "rollback_stored_run",
 ]
 
 logger = logging.getLogger(__name__)
@@ -185,7 +187,9 @@ def read_run(database_url: str, model_dir: Path, run_id: str) -> RunResult:
     if run is None:
         raise NotFoundError(f"no run {run_id!r} in {database_url}")
     rounds = tuple(runs.list_rounds(run_id))
-    done = [r for r in rounds if r.global_model_path is not None]
+    done = [
+        r for r in rounds if r.status is RoundStatus.COMPLETED and r.global_model_path is not None
+    ]
     if not done:
         raise NotFoundError(f"run {run_id!r} has no stored global model")
     payload = FileModelStore(model_dir).get(done[-1].global_model_path or "")
@@ -196,3 +200,23 @@ def read_run(database_url: str, model_dir: Path, run_id: str) -> RunResult:
         if (updates := runs.list_updates(run_id, r.round_number))
     }
     return RunResult(rounds, weights, run.model_name, slowest)
+
+
+def rollback_stored_run(
+    database_url: str, model_dir: Path, run_id: str, to_round: int, *, reason: str
+) -> RollbackOutcome:
+    """Roll back the run of a stopped coordinator: the open round (if any) fails, the
+    completed rounds after ``to_round`` are marked rolled back; a restarted
+    coordinator resumes from ``to_round``'s model."""
+    engine = make_engine(database_url)
+    check_schema_current(engine)
+    runs = SqlRunStore(engine)
+    if runs.get_run(run_id) is None:
+        raise NotFoundError(f"no run {run_id!r} in {database_url}")
+    models = FileModelStore(model_dir)
+    target = runs.get_round(run_id, to_round)
+    if target is None or target.global_model_path is None:
+        raise NotFoundError(f"run {run_id!r} has no stored model for round {to_round}")
+    specs = decode_weights(models.get(target.global_model_path)).specs
+    manager = ErrorRecoveryManager(run_id, runs=runs, models=models, specs=specs)
+    return manager.rollback_stopped_run(to_round, reason=reason, now=time.time()).outcome

@@ -253,6 +253,17 @@ def test_save_round_can_clear_metrics_and_record_a_failure(store: RunStore) -> N
     assert store.get_round("run-a", 1) == failed
 
 
+def test_a_completed_round_can_be_marked_rolled_back(store: RunStore) -> None:
+    store.create_round(make_round(2))
+    completed = make_round(2, status=RoundStatus.COMPLETED, global_model_path="g.flw")
+    store.save_round(completed)
+    undone = replace(
+        completed, status=RoundStatus.ROLLED_BACK, failure_reason="rolled back to round 1"
+    )
+    store.save_round(undone)
+    assert store.get_round("run-a", 2) == undone
+
+
 def test_save_round_of_a_round_never_created_raises_not_found(store: RunStore) -> None:
     with pytest.raises(NotFoundError):
         store.save_round(make_round(7))

@@ -107,6 +107,25 @@ def coordinator(
             "the round's accepted updates (checked once 3 were accepted) [default: never].",
         ),
     ] = None,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Roll a round back when its test accuracy falls more than this below the "
+            "last good round's (needs --test-dataset) [default: only a NaN loss rolls back].",
+        ),
+    ] = None,
+    max_rollbacks: Annotated[
+        int, typer.Option(min=0, help="Rollbacks after divergence before the run fails.")
+    ] = 3,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEDLEARN_ADMIN_TOKEN",
+            help="Token that `fedlearn rollback` must present [default: operator calls refused].",
+        ),
+    ] = None,
     test_dataset: Annotated[
         str | None,
         typer.Option(
@@ -158,6 +177,8 @@ def coordinator(
         seed=seed,
         keep_updates=keep_updates,
         max_norm_ratio=max_norm_ratio,
+        max_accuracy_drop=max_accuracy_drop,
+        max_rollbacks=max_rollbacks,
         strategy=make_strategy(strategy, server_lr=server_lr, momentum=server_momentum),
     )
     test = None
@@ -174,6 +195,7 @@ def coordinator(
             max_workers=max_workers,
             max_message_bytes=max_message_mb * MiB,
             max_concurrent_uploads=max_concurrent_uploads,
+            admin_token=admin_token or None,
         ),
         database_url=database_url,
         model_dir=model_dir,

@@ -10,6 +10,7 @@ from fedlearn.cli import (
     coordinator_cmd,
     db_cmd,
     evaluate_cmd,
+    rollback_cmd,
     run_cmd,
     status_cmd,
 )
@@ -29,6 +30,7 @@ app.command("client")(client_cmd.client)
 app.command("status")(status_cmd.status)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("run")(run_cmd.run)
+app.command("rollback")(rollback_cmd.rollback)
 app.add_typer(db_cmd.db_app, name="db")
 
 

@@ -75,6 +75,9 @@ def render_status(report: TrainingStatus, console: Console) -> None:
             _fmt(seconds, "{:.2f}"),
         )
     console.print(rounds)
+    if report.rejections:
+        refused = ", ".join(f"{k}: {v}" for k, v in sorted(report.rejections.items()))
+        console.print(f"updates refused or missed, by reason: {refused}")
     clients = Table("client", "samples", "compute", "epsilon", "last seen", title="Clients")
     for c in report.clients:
         clients.add_row(

@@ -88,6 +88,8 @@ class RoundStatus(enum.Enum):
     OPEN = "open"
     COMPLETED = "completed"
     FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
+    """Completed, then undone by a rollback: its model is no longer in the lineage."""
 
 
 @dataclass(frozen=True, slots=True)

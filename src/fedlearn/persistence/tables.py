@@ -114,7 +114,9 @@ class RoundRow(Base):
     __tablename__ = "training_rounds"
     __table_args__ = (
         sa.UniqueConstraint("run_id", "round_number"),
-        sa.CheckConstraint("status IN ('open', 'completed', 'failed')", name="status"),
+        sa.CheckConstraint(
+            "status IN ('open', 'completed', 'failed', 'rolled_back')", name="status"
+        ),
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)

@@ -1,7 +1,8 @@
 """Closing a round: aggregate, step the strategy, store, record.
 
 A round either completes (a new global model is stored before the round row
-says so) or fails (the global model stays as it was). If the process dies
+says so) or, when closing raises, the caller fails it (the global model stays
+as it was). If the process dies
 half-way, the round row is still ``open`` and a restart redoes the close.
 """
 
@@ -35,17 +36,18 @@ def close_round(
     now: float,
     key_prefix: str,
     keep_updates: bool,
-) -> GlobalModel | None:
-    """Complete the round and return the new global model, or fail it and return None."""
+) -> GlobalModel:
+    """Complete the round and return the new global model.
+
+    Raises (``ConflictError`` for an aggregate that is empty or not finite, or
+    whatever the stores raise) before the round row says ``completed``: the
+    caller then fails the round, and the global model stays as it was.
+    """
     started = time.perf_counter()
-    try:
-        mean_delta = open_.aggregator.mean()
-        step = strategy.step(current.vector, mean_delta, current.server_state)
-        if not np.isfinite(step.weights).all():
-            raise ConflictError("the new global model is not finite")
-    except ConflictError as exc:
-        fail_round(open_, f"aggregation failed: {exc}", runs=runs, models=models, now=now)
-        return None
+    mean_delta = open_.aggregator.mean()
+    step = strategy.step(current.vector, mean_delta, current.server_state)
+    if not np.isfinite(step.weights).all():
+        raise ConflictError("the new global model is not finite")
     new = GlobalModel.from_vector(
         open_.number,
         step.weights,

@@ -44,6 +44,7 @@ from fedlearn.service.closing import close_round, fail_round
 from fedlearn.service.messages import (
     CoordinatorConfig,
     GlobalModelBlob,
+    RollbackOutcome,
     RoundSummary,
     RunState,
     Task,
@@ -55,6 +56,7 @@ from fedlearn.service.messages import (
 from fedlearn.service.model_state import GlobalModel, specs_of
 from fedlearn.service.open_round import OpenRound
 from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
+from fedlearn.service.recovery import ErrorRecoveryManager, Rollback
 from fedlearn.service.rejections import record_rejection
 from fedlearn.service.startup import round_key, start_run
 
@@ -86,6 +88,7 @@ class Coordinator:
         self._cond = threading.Condition()
         self._open: OpenRound | None = None
         self._failed_in_a_row = 0
+        self._rollbacks = 0
         self._last_round = 0
         self._completed = 0
         self._released: set[str] = set()
@@ -99,6 +102,13 @@ class Coordinator:
             models=models,
             evaluator=evaluator,
             now=clock.now(),
+        )
+        self._recovery = ErrorRecoveryManager(
+            config.run_id,
+            runs=runs,
+            models=models,
+            specs=self._specs,
+            max_accuracy_drop=config.max_accuracy_drop,
         )
         self._global = state.global_model
         self._open = state.open_round
@@ -170,7 +180,10 @@ class Coordinator:
                 self._cond.wait(remaining)
 
     def _task_for(self, client_id: str) -> Task:
-        if self._run_state() in (RunState.FINISHED, RunState.FAILED):
+        state = self._run_state()
+        # a last round that is still being evaluated may yet be rolled back
+        settled = state is RunState.FAILED or self._pending_evaluations == 0
+        if state in (RunState.FINISHED, RunState.FAILED) and settled:
             self._released.add(client_id)
             return Task(TaskKind.FINISHED)
         open_ = self._open
@@ -379,6 +392,7 @@ class Coordinator:
             open_ = self._open
             if open_ is None or self._clock.now() < open_.record.deadline_at:
                 return
+            self._recovery.handle_client_timeout(open_, now=self._clock.now())
             if len(open_.received) >= self.config.min_clients:
                 self._close_open_round()
             else:
@@ -392,24 +406,28 @@ class Coordinator:
         open_ = self._open
         assert open_ is not None
         self._open = None
-        outcome = close_round(
-            open_,
-            self._global,
-            strategy=self.config.strategy,
-            runs=self._runs,
-            models=self._models,
-            now=self._clock.now(),
-            key_prefix=self._key(open_.number),
-            keep_updates=self.config.keep_updates,
-        )
-        if outcome is None:
+        try:
+            outcome = close_round(
+                open_,
+                self._global,
+                strategy=self.config.strategy,
+                runs=self._runs,
+                models=self._models,
+                now=self._clock.now(),
+                key_prefix=self._key(open_.number),
+                keep_updates=self.config.keep_updates,
+            )
+        except Exception as exc:  # nothing was published: fail the round, keep the model
+            logger.warning("round %d could not be aggregated: %s", open_.number, exc)
+            self._recovery.handle_aggregation_failure(open_, exc, now=self._clock.now())
             self._failed_in_a_row += 1
-        else:
-            self._global = outcome
-            self._completed += 1
-            self._failed_in_a_row = 0
+            self._maybe_open_round()
+            return
+        self._global = outcome
+        self._completed += 1
+        self._failed_in_a_row = 0
         self._maybe_open_round()
-        if outcome is not None and self._evaluator is not None:
+        if self._evaluator is not None:
             self._schedule_evaluation(outcome)
 
     def _schedule_evaluation(self, model: GlobalModel) -> None:
@@ -425,13 +443,15 @@ class Coordinator:
         assert self._evaluator is not None
         try:
             result = self._evaluator.evaluate(model.weights())
+            logger.info("round %d: test accuracy %.4f", model.round_number, result.accuracy)
             with self._cond:
                 stored = self._runs.get_round(self.config.run_id, model.round_number)
-                if stored is not None:
-                    self._runs.save_round(
-                        replace(stored, accuracy=result.accuracy, loss=result.loss)
-                    )
-            logger.info("round %d: test accuracy %.4f", model.round_number, result.accuracy)
+                if stored is None:
+                    return
+                self._runs.save_round(replace(stored, accuracy=result.accuracy, loss=result.loss))
+                reason = self._recovery.divergence(model.round_number, result)
+                if reason is not None and stored.status is RoundStatus.COMPLETED:
+                    self._after_divergence(model.round_number, reason)
         except Exception:
             logger.exception("evaluation of round %d failed", model.round_number)
         finally:
@@ -439,12 +459,45 @@ class Coordinator:
                 self._pending_evaluations -= 1
                 self._cond.notify_all()
 
-    def _fail_open_round(self, reason: str) -> None:
+    # -- rollbacks ------------------------------------------------------------------
+
+    def rollback(self, to_round: int, *, reason: str = "") -> RollbackOutcome:
+        """An operator's emergency rollback to completed round ``to_round``.
+
+        The open round, if any, fails (its accepted updates were trained on a
+        model that is no longer global) and the next round starts from the
+        restored model.
+        """
+        why = f"rolled back to round {to_round} by an operator" + (f": {reason}" if reason else "")
+        with self._cond:
+            outcome = self._recovery.trigger_emergency_rollback(to_round, reason=why)
+            self._apply_rollback(outcome)
+            return outcome.outcome
+
+    def _after_divergence(self, round_number: int, reason: str) -> None:
+        self._rollbacks += 1
+        outcome = self._recovery.handle_model_divergence(round_number, reason)
+        self._apply_rollback(outcome)
+
+    def _apply_rollback(self, outcome: Rollback) -> None:
+        self._global = outcome.restored  # before the next round opens on it
+        if self._open is not None:
+            self._fail_open_round(outcome.reason, count_failure=False)
+        self._completed = sum(
+            1
+            for r in self._runs.list_rounds(self.config.run_id)
+            if r.status is RoundStatus.COMPLETED and r.round_number > 0
+        )
+        self._failed_in_a_row = 0
+        self._maybe_open_round()
+        self._cond.notify_all()
+
+    def _fail_open_round(self, reason: str, *, count_failure: bool = True) -> None:
         open_ = self._open
         assert open_ is not None
         self._open = None
         fail_round(open_, reason, runs=self._runs, models=self._models, now=self._clock.now())
-        self._failed_in_a_row += 1
+        self._failed_in_a_row += int(count_failure)
         self._maybe_open_round()
 
     def _maybe_open_round(self) -> None:
@@ -484,6 +537,8 @@ class Coordinator:
         if self._completed >= self.config.num_rounds:
             return RunState.FINISHED
         if self._failed_in_a_row > self.config.max_failed_rounds:
+            return RunState.FAILED
+        if self._rollbacks > self.config.max_rollbacks:
             return RunState.FAILED
         return RunState.TRAINING if self._open else RunState.WAITING_FOR_CLIENTS
 

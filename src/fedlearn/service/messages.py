@@ -12,6 +12,7 @@ __all__ = [
     "CoordinatorConfig",
     "GlobalModelBlob",
     "Registration",
+    "RollbackOutcome",
     "RoundSummary",
     "RunState",
     "Task",
@@ -42,6 +43,11 @@ class CoordinatorConfig:
     max_norm_ratio: float | None = None
     """Reject an update whose norm exceeds this multiple of the median norm of the
     round's accepted updates (checked once 3 were accepted); ``None``: never."""
+    max_accuracy_drop: float | None = None
+    """Roll back a round whose test accuracy falls more than this below the last
+    good round's; ``None``: only a non-finite evaluation loss counts as divergence."""
+    max_rollbacks: int = 3
+    """Rollbacks after divergence before the run is declared failed."""
 
 
 class TaskKind(enum.Enum):
@@ -169,3 +175,12 @@ class TrainingStatus:
     rejections: dict[str, int] = field(default_factory=dict)
     """Refused update submissions of the whole run, by reason code (the service's
     view; the gRPC status message does not carry it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackOutcome:
+    """What a rollback did: the round whose model is global again, the rounds undone."""
+
+    restored_round: int
+    rolled_back: tuple[int, ...]
+    reason: str

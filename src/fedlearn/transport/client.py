@@ -17,6 +17,7 @@ from fedlearn.errors import ChecksumError, TransportError
 from fedlearn.service.messages import (
     GlobalModelBlob,
     Registration,
+    RollbackOutcome,
     Task,
     TrainingStatus,
     UpdateAck,
@@ -28,7 +29,7 @@ from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
 from fedlearn.transport.status_codes import error_from_rpc
 
-__all__ = ["GrpcCoordinatorClient", "fetch_status"]
+__all__ = ["GrpcCoordinatorClient", "fetch_status", "request_rollback"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,12 +160,30 @@ class GrpcCoordinatorClient:
         )
         return convert.ack_from_proto(reply)
 
+    def rollback(self, to_round: int, *, admin_token: str, reason: str = "") -> RollbackOutcome:
+        request = pb.RollbackRequest(to_round=to_round, reason=reason)
+        metadata = (("authorization", f"Bearer {admin_token}"),)
+        try:  # not retried: a second rollback would also fail the round opened by the first
+            reply = self._stub.Rollback(request, timeout=self._timeout, metadata=metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc(exc) from exc
+        return convert.rollback_from_proto(reply)
+
     def status(self) -> TrainingStatus:
         reply = self._call(
             "status",
             lambda: self._stub.GetTrainingStatus(pb.StatusRequest(), timeout=self._timeout),
         )
         return convert.status_from_proto(reply)
+
+
+def request_rollback(
+    target: str, to_round: int, *, admin_token: str, reason: str = "", timeout_s: float = 30.0
+) -> RollbackOutcome:
+    """Ask a running coordinator to restore completed round ``to_round`` (operator call)."""
+    retry = RetryPolicy(initial_s=0.1, max_delay_s=1.0, total_s=timeout_s)
+    with GrpcCoordinatorClient(target, retry=retry, call_timeout_s=timeout_s) as api:
+        return api.rollback(to_round, admin_token=admin_token, reason=reason)
 
 
 def fetch_status(target: str, *, timeout_s: float = 5.0) -> TrainingStatus:

@@ -15,6 +15,7 @@ from fedlearn.core.types import (
 )
 from fedlearn.service.messages import (
     Registration,
+    RollbackOutcome,
     RoundSummary,
     RunState,
     Task,
@@ -32,6 +33,8 @@ __all__ = [
     "capabilities_to_proto",
     "registration_from_proto",
     "registration_to_proto",
+    "rollback_from_proto",
+    "rollback_to_proto",
     "status_from_proto",
     "status_to_proto",
     "submission_from_header",
@@ -251,6 +254,7 @@ def status_to_proto(status: TrainingStatus) -> pb.TrainingStatus:
             for c in status.clients
         ],
         rounds=[_round_to_proto(r) for r in status.rounds],
+        rejections=status.rejections,
     )
 
 
@@ -275,4 +279,21 @@ def status_from_proto(msg: pb.TrainingStatus) -> TrainingStatus:
             for c in msg.clients
         ),
         rounds=tuple(_round_from_proto(r) for r in msg.rounds),
+        rejections=dict(msg.rejections),
+    )
+
+
+def rollback_to_proto(outcome: RollbackOutcome) -> pb.RollbackResponse:
+    return pb.RollbackResponse(
+        restored_round=outcome.restored_round,
+        rolled_back_rounds=outcome.rolled_back,
+        reason=outcome.reason,
+    )
+
+
+def rollback_from_proto(msg: pb.RollbackResponse) -> RollbackOutcome:
+    return RollbackOutcome(
+        restored_round=msg.restored_round,
+        rolled_back=tuple(msg.rolled_back_rounds),
+        reason=msg.reason,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import threading
 import time
@@ -50,6 +51,8 @@ class ServerOptions:
     max_concurrent_downloads: int = 16
     """Model downloads streamed at once (each buffers up to a model's size in gRPC)."""
     download_slot_wait_s: float = 5.0
+    admin_token: str | None = None
+    """Bearer token that operator calls (``Rollback``) must carry; ``None``: refused."""
 
 
 class _Translated:
@@ -158,6 +161,27 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
         with _Translated(context):
             return convert.status_to_proto(self._coordinator.status())
 
+    def Rollback(
+        self, request: pb.RollbackRequest, context: grpc.ServicerContext
+    ) -> pb.RollbackResponse:
+        _require_admin(context, self._options.admin_token)
+        with _Translated(context):
+            outcome = self._coordinator.rollback(request.to_round, reason=request.reason)
+            return convert.rollback_to_proto(outcome)
+
+
+def _require_admin(context: grpc.ServicerContext, token: str | None) -> None:
+    """Abort unless the call carries the coordinator's admin token."""
+    if token is None:
+        context.abort(
+            grpc.StatusCode.PERMISSION_DENIED,
+            "operator calls are disabled: start the coordinator with --admin-token "
+            "(or FEDLEARN_ADMIN_TOKEN)",
+        )
+    sent = dict(context.invocation_metadata()).get("authorization", "")
+    if not isinstance(sent, str) or not hmac.compare_digest(sent, f"Bearer {token}"):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong admin token")
+
 
 def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
     """Register the servicer as the generated code does, except for one serializer.
@@ -191,6 +215,11 @@ def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
             servicer.GetTrainingStatus,
             request_deserializer=pb.StatusRequest.FromString,
             response_serializer=pb.TrainingStatus.SerializeToString,
+        ),
+        "Rollback": grpc.unary_unary_rpc_method_handler(
+            servicer.Rollback,
+            request_deserializer=pb.RollbackRequest.FromString,
+            response_serializer=pb.RollbackResponse.SerializeToString,
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -34,11 +34,11 @@ class CountingEvaluator:
 class World:
     """A coordinator over in-memory stores that tests can restart."""
 
-    def __init__(self, **config) -> None:
+    def __init__(self, evaluator=None, **config) -> None:
         self.runs = InMemoryRunStore()
         self.models = InMemoryModelStore()
         self.clock = FakeClock()
-        self.evaluator = CountingEvaluator()
+        self.evaluator = evaluator or CountingEvaluator()
         defaults = {
             "run_id": "r",
             "model_name": "toy",

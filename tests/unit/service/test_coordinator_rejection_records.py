@@ -182,7 +182,11 @@ def test_round_closed_during_the_upload_is_recorded_as_stale_round(open_world, m
     thread.join(5.0)
 
     assert [type(e) for e in errors] == [StaleRoundError]
-    (stored,) = open_world.runs.list_rejections("r", 1)
+    *missed, stored = open_world.runs.list_rejections("r", 1)
+    assert {(m.reason, m.client_id) for m in missed} == {
+        ("deadline_missed", "a"),
+        ("deadline_missed", "b"),
+    }
     assert (stored.reason, stored.update_id) == ("stale_round", "a-1")
     assert "closed during the upload" in stored.message
 

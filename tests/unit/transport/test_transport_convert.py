@@ -21,6 +21,7 @@ from fedlearn.core.types import (
 )
 from fedlearn.service.messages import (
     Registration,
+    RollbackOutcome,
     RoundSummary,
     RunState,
     Task,
@@ -257,6 +258,20 @@ def test_status_round_metrics_keep_none_apart_from_zero(value):
     assert back.rounds[0].accuracy == value
 
 
+def test_status_carries_rejection_counts_by_reason():
+    status = TrainingStatus(
+        "r", "cnn", RunState.TRAINING, 3, 0, 1, 0, 2, (), (),
+        rejections={"non_finite": 2, "deadline_missed": 5},
+    )  # fmt: skip
+    assert convert.status_from_proto(_wire(convert.status_to_proto(status))) == status
+
+
+@pytest.mark.parametrize("undone", [(), (2,), (2, 3, 4)])
+def test_rollback_outcome_survives_the_wire(undone):
+    outcome = RollbackOutcome(restored_round=1, rolled_back=undone, reason="operator: bad data")
+    assert convert.rollback_from_proto(_wire(convert.rollback_to_proto(outcome))) == outcome
+
+
 def test_status_of_open_round_reads_unset_strings_and_times_as_none():
     summary = RoundSummary(
         round_number=1, status="open", selected_clients=2, participating_clients=0
@@ -275,6 +290,7 @@ def test_every_public_conversion_pair_is_covered_here():
         "task",
         "ack",
         "status",
+        "rollback",
     }
     pairs = {n.removesuffix("_to_proto") for n in convert.__all__ if n.endswith("_to_proto")}
     assert pairs == covered, "a new x_to_proto/x_from_proto pair needs a round-trip test"

@@ -227,7 +227,14 @@ class RoundSummary(_message.Message):
     def __init__(self, round_number: _Optional[int] = ..., status: _Optional[str] = ..., selected_clients: _Optional[int] = ..., participating_clients: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., client_eval_accuracy: _Optional[float] = ..., training_loss: _Optional[float] = ..., convergence_score: _Optional[float] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., failure_reason: _Optional[str] = ..., global_model_path: _Optional[str] = ...) -> None: ...
 
 class TrainingStatus(_message.Message):
-    __slots__ = ("run_id", "model_name", "state", "num_rounds", "completed_rounds", "current_round", "updates_received", "updates_expected", "clients", "rounds")
+    __slots__ = ("run_id", "model_name", "state", "num_rounds", "completed_rounds", "current_round", "updates_received", "updates_expected", "clients", "rounds", "rejections")
+    class RejectionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -238,6 +245,7 @@ class TrainingStatus(_message.Message):
     UPDATES_EXPECTED_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     model_name: str
     state: str
@@ -248,4 +256,23 @@ class TrainingStatus(_message.Message):
     updates_expected: int
     clients: _containers.RepeatedCompositeFieldContainer[ClientSummary]
     rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
-    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[str] = ..., num_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., updates_received: _Optional[int] = ..., updates_expected: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientSummary, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ...) -> None: ...
+    rejections: _containers.ScalarMap[str, int]
+    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[str] = ..., num_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., updates_received: _Optional[int] = ..., updates_expected: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientSummary, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., rejections: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("to_round", "reason")
+    TO_ROUND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    to_round: int
+    reason: str
+    def __init__(self, to_round: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RollbackResponse(_message.Message):
+    __slots__ = ("restored_round", "rolled_back_rounds", "reason")
+    RESTORED_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROLLED_BACK_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    restored_round: int
+    rolled_back_rounds: _containers.RepeatedScalarFieldContainer[int]
+    reason: str
+    def __init__(self, restored_round: _Optional[int] = ..., rolled_back_rounds: _Optional[_Iterable[int]] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -59,6 +59,11 @@ class FederatedLearningStub:
                 request_serializer=fedlearn_dot_v1_dot_fedlearn__pb2.StatusRequest.SerializeToString,
                 response_deserializer=fedlearn_dot_v1_dot_fedlearn__pb2.TrainingStatus.FromString,
                 _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/fedlearn.v1.FederatedLearning/Rollback',
+                request_serializer=fedlearn_dot_v1_dot_fedlearn__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=fedlearn_dot_v1_dot_fedlearn__pb2.RollbackResponse.FromString,
+                _registered_method=True)
 
 
 class FederatedLearningServicer:
@@ -99,6 +104,15 @@ class FederatedLearningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rollback(self, request, context):
+        """Operator: make a completed round's model the global model again. Refused
+        unless the coordinator was given an admin token and the call carries it
+        ("authorization: Bearer TOKEN" metadata).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederatedLearningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +140,11 @@ def add_FederatedLearningServicer_to_server(servicer, server):
                     servicer.GetTrainingStatus,
                     request_deserializer=fedlearn_dot_v1_dot_fedlearn__pb2.StatusRequest.FromString,
                     response_serializer=fedlearn_dot_v1_dot_fedlearn__pb2.TrainingStatus.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=fedlearn_dot_v1_dot_fedlearn__pb2.RollbackRequest.FromString,
+                    response_serializer=fedlearn_dot_v1_dot_fedlearn__pb2.RollbackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +282,33 @@ class FederatedLearning:
             '/fedlearn.v1.FederatedLearning/GetTrainingStatus',
             fedlearn_dot_v1_dot_fedlearn__pb2.StatusRequest.SerializeToString,
             fedlearn_dot_v1_dot_fedlearn__pb2.TrainingStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedlearn.v1.FederatedLearning/Rollback',
+            fedlearn_dot_v1_dot_fedlearn__pb2.RollbackRequest.SerializeToString,
+            fedlearn_dot_v1_dot_fedlearn__pb2.RollbackResponse.FromString,
             options,
             channel_credentials,
             insecure,
