@@ -149,7 +149,7 @@ def coordinator(
         typer.Option(
             min=1, help="Uploads held in memory at once; more get RESOURCE_EXHAUSTED and retry."
         ),
-    ] = 16,
+    ] = 8,
     linger: Annotated[
         float,
         typer.Option(
