@@ -35,6 +35,7 @@ QUICK = (Setting("mnist", "shards", 10, 5),)
 FULL = (
     Setting("mnist", "iid", 10, 20),
     Setting("mnist", "shards", 10, 20),
+    Setting("mnist", "shards", 50, 20),
     Setting("fashion", "iid", 10, 10),
     Setting("fashion", "shards", 10, 10),
 )

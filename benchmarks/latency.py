@@ -1,4 +1,4 @@
-"""Round latency with real training processes: ``fedlearn run`` at 10 (and 25) clients.
+"""Round latency with real training processes: ``fedlearn run`` at 10 (full: 25, 50) clients.
 
 Each run starts a coordinator and N client processes (torch, gRPC on 127.0.0.1)
 with IID partitions, 1 local epoch, the CNN and FedAvg, and reads the run's
@@ -70,7 +70,7 @@ def _row(clients: int, summary: dict[str, Any]) -> list[object]:
 
 
 def run(quick: bool) -> Result:
-    counts = (10,) if quick else (10, 25)
+    counts = (10,) if quick else (10, 25, 50)
     rounds = 4 if quick else 6
     summaries = {}
     for clients in counts:
