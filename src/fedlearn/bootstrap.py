@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.client.trainer import LocalTrainer
 from fedlearn.core.retry import RetryPolicy
@@ -85,6 +86,8 @@ class ClientSettings:
     threads: int | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll_wait_s: float = 5.0
+    dp: DpOptions | None = None
+    """Example-level DP-SGD (with its budget); ``None``: plain SGD."""
 
 
 def load_data(settings: DataSettings) -> Dataset:
@@ -153,6 +156,8 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
         data.source,
     )
 
+    ledger = PrivacyLedger(settings.dp) if settings.dp is not None else None
+
     def make_trainer(model_name: str) -> LocalTrainer:
         return LocalTrainer(
             model_name,
@@ -161,9 +166,12 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
             holdout_images=data.train_images[holdout_idx],
             holdout_labels=data.train_labels[holdout_idx],
             seed=settings.seed * 1000 + (settings.partition or 0),
+            privacy=ledger,
         )
 
     caps = ClientCapabilities(available_samples=len(train_idx), supported_models=tuple(MODEL_NAMES))
+    if settings.dp is not None:
+        caps = replace(caps, privacy=settings.dp.config)
     options = ClientOptions(
         client_id=settings.client_id, capabilities=caps, poll_wait_s=settings.poll_wait_s
     )

@@ -5,6 +5,7 @@ third-party errors are translated at the edges with ``raise ... from exc``::
 
     FedLearnError
     ├── ConfigError             settings that cannot work together
+    ├── PrivacyBudgetExhaustedError  training would spend more epsilon than allowed
     ├── DataError               a data set that is missing, corrupt or empty
     │   └── ChecksumError       a downloaded file whose SHA-256 does not match
     ├── NotFoundError           an unknown client, round, run or model
@@ -24,6 +25,7 @@ __all__ = [
     "DataError",
     "FedLearnError",
     "NotFoundError",
+    "PrivacyBudgetExhaustedError",
     "StaleRoundError",
     "StorageError",
     "TransportError",
@@ -37,6 +39,23 @@ class FedLearnError(Exception):
 
 class ConfigError(FedLearnError):
     """Settings that cannot work together."""
+
+
+class PrivacyBudgetExhaustedError(FedLearnError):
+    """Training would take a client past its differential-privacy budget.
+
+    ``spent`` is the epsilon already used, ``would_spend`` the epsilon after the refused
+    round and ``budget`` the limit (all at the client's delta).
+    """
+
+    def __init__(self, *, spent: float, would_spend: float, budget: float) -> None:
+        super().__init__(
+            f"privacy budget exhausted: epsilon spent {spent:.4f}, the next round would "
+            f"bring it to {would_spend:.4f}, over the budget of {budget:.4f}"
+        )
+        self.spent = spent
+        self.would_spend = would_spend
+        self.budget = budget
 
 
 class DataError(FedLearnError):

@@ -29,6 +29,7 @@ from fedlearn.errors import ConfigError
 
 if TYPE_CHECKING:
     from fedlearn.client.outbox import Outbox, OutboxEntry
+    from fedlearn.client.privacy import DpOptions
     from fedlearn.client.recovery import ClientState
 
 __all__ = ["client"]
@@ -79,6 +80,34 @@ def client(
             "checkpoint [default: CACHE_DIR/client-state/CLIENT_ID; none without --client-id].",
         ),
     ] = None,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="Differential privacy (DP-SGD): the epsilon budget for the whole run; the "
+            "client refuses to train past it. Needs a state folder (--state-dir or --client-id).",
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="DP delta of the budget.")
+    ] = 1e-5,
+    dp_max_grad_norm: Annotated[
+        float, typer.Option(min=0.0, help="DP-SGD per-example gradient clipping norm.")
+    ] = 1.0,
+    dp_noise_multiplier: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            help="DP-SGD noise std over the clipping norm [default: derived from --dp-epsilon "
+            "and --dp-rounds].",
+        ),
+    ] = None,
+    dp_rounds: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Rounds the DP budget must last (to derive the noise multiplier)."
+        ),
+    ] = None,
     min_batch_size: Annotated[
         int,
         typer.Option(
@@ -94,6 +123,17 @@ def client(
 
     setup_logging(log_level, plain=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    folder = state_dir
+    if folder is None and client_id is not None:
+        folder = default_cache_dir(cache_dir) / "client-state" / client_id
+    dp = _dp_options(
+        folder,
+        epsilon=dp_epsilon,
+        delta=dp_delta,
+        max_grad_norm=dp_max_grad_norm,
+        noise_multiplier=dp_noise_multiplier,
+        rounds=dp_rounds,
+    )
     settings = ClientSettings(
         coordinator=coordinator,
         client_id=client_id,
@@ -111,14 +151,44 @@ def client(
         holdout_fraction=holdout,
         threads=threads,
         retry=RetryPolicy(total_s=retry_total),
+        dp=dp,
     )
-    folder = state_dir
-    if folder is None and client_id is not None:
-        folder = default_cache_dir(cache_dir) / "client-state" / client_id
     state = _open_state(folder) if folder is not None else None
     recovery = Recovery(state=state, min_batch_size=min_batch_size)
     report = build_client(settings).with_recovery(recovery).run()
     typer.echo(f"client {report.client_id}: trained {report.rounds_trained} rounds")
+
+
+def _dp_options(
+    folder: Path | None,
+    *,
+    epsilon: float | None,
+    delta: float,
+    max_grad_norm: float,
+    noise_multiplier: float | None,
+    rounds: int | None,
+) -> DpOptions | None:
+    """DP-SGD settings from the ``--dp-*`` flags; ``None`` when none asks for DP."""
+    from fedlearn.client.privacy import LEDGER_FILE, DpOptions
+    from fedlearn.core.types import PrivacyConfig
+
+    if epsilon is None and noise_multiplier is None:
+        if rounds is not None:
+            raise ConfigError("--dp-rounds needs --dp-epsilon")
+        return None
+    if epsilon and folder is None:
+        raise ConfigError(
+            "a DP budget (--dp-epsilon) needs a state folder (--state-dir or --client-id), "
+            "so that the spent epsilon survives a restart"
+        )
+    config = PrivacyConfig(
+        epsilon=epsilon or 0.0,
+        delta=delta,
+        max_grad_norm=max_grad_norm,
+        noise_multiplier=noise_multiplier or 0.0,
+    )
+    ledger = folder / LEDGER_FILE if folder is not None else None
+    return DpOptions(config, planned_rounds=rounds or 0, ledger_path=ledger)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

@@ -10,6 +10,10 @@ written to the outbox before it is sent and deleted once acknowledged; pending u
 are re-sent with their update id at start-up and after a transport failure. Training
 is checkpointed after each epoch and resumed after a crash in the same round. An
 out-of-memory error halves the batch size and retries the round.
+
+Each update carries the epsilon the client has spent (``privacy_budget_used``, 0 without
+DP). A trainer that would exceed its privacy budget raises
+:class:`~fedlearn.errors.PrivacyBudgetExhaustedError`, which ends :meth:`ClientRuntime.run`.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class TrainOutcome(Protocol):
     def samples(self) -> int: ...
     @property
     def seconds(self) -> float: ...
+    @property
+    def privacy_budget_used(self) -> float: ...
 
 
 class Trainer(Protocol):
@@ -247,6 +253,7 @@ class ClientRuntime:
             eval_loss=evaluation.loss if evaluation else None,
             eval_samples=evaluation.samples if evaluation else 0,
             train_seconds=outcome.seconds,
+            privacy_budget_used=outcome.privacy_budget_used,
         )
         entry = OutboxEntry(submission, run_id=self._run_id, base_digest=digest)
         if self._outbox is not None:

@@ -1,8 +1,13 @@
-"""Local training on one client's data: plain mini-batch SGD, reproducible per round.
+"""Local training on one client's data: mini-batch SGD, reproducible per round.
 
 The trainer keeps its model and the preprocessed tensors in memory across rounds; each
 round the coordinator's weights are copied in with :meth:`LocalTrainer.set_weights`,
 trained with :meth:`LocalTrainer.train` and read back with :meth:`LocalTrainer.get_weights`.
+
+With a :class:`~fedlearn.client.privacy.PrivacyLedger` the trainer runs DP-SGD instead
+(:mod:`fedlearn.client.dp_sgd`): Poisson-sampled batches, per-example clipping and
+Gaussian noise from the OS CSPRNG, charged to the ledger, which refuses a round that
+would exceed the budget. DP training is not reproducible from the seed.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from fedlearn.client.checkpoints import EpochState, RoundCheckpoints
+from fedlearn.client.dp_sgd import DpSgd
 from fedlearn.client.integrity import check_images_and_labels
+from fedlearn.client.privacy import PrivacyLedger, dp_sample_rate
 from fedlearn.core.types import EvalResult, RoundConfig, Weights
 from fedlearn.errors import ConfigError
 from fedlearn.models.evaluate import evaluate_model
@@ -45,6 +53,8 @@ class TrainResult:
     """Number of training samples (the FedAvg weight)."""
     seconds: float
     """Wall-clock time spent training."""
+    privacy_budget_used: float = 0.0
+    """Epsilon spent by this client so far, this round included (0 without DP)."""
 
 
 def round_seed(seed: int, round_number: int) -> int:
@@ -65,13 +75,14 @@ def _check_config(config: RoundConfig) -> None:
 
 
 class LocalTrainer:
-    """Trains one model on one client's images with plain SGD (no momentum).
+    """Trains one model on one client's images with SGD (no momentum), or DP-SGD when
+    given a ``privacy`` ledger.
 
     An optional holdout set (both ``holdout_images`` and ``holdout_labels``, or neither)
     is used by :meth:`evaluate_holdout`; an empty holdout counts as none.
     """
 
-    __slots__ = ("_holdout", "_images", "_labels", "_model", "model_name", "seed")
+    __slots__ = ("_dp", "_holdout", "_images", "_labels", "_model", "model_name", "seed")
 
     def __init__(
         self,
@@ -82,6 +93,7 @@ class LocalTrainer:
         holdout_images: npt.NDArray[np.uint8] | None = None,
         holdout_labels: npt.NDArray[np.integer] | None = None,
         seed: int = 0,
+        privacy: PrivacyLedger | None = None,
     ) -> None:
         if seed < 0:
             raise ConfigError(f"seed must be >= 0, got {seed}")
@@ -104,6 +116,7 @@ class LocalTrainer:
         self.model_name = model_name
         self.seed = seed
         self._model = build_model(model_name, seed=seed)
+        self._dp = DpSgd(self._model, privacy) if privacy is not None else None
         logger.debug(
             "trainer for %s: %d training, %d holdout samples",
             model_name,
@@ -147,10 +160,11 @@ class LocalTrainer:
         optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.0)
         fingerprint = self._fingerprint(config, round_number)
         done, mean_loss = self._resume(checkpoints, fingerprint, optimizer, generator)
+        run_epoch = self._epoch_runner(config, optimizer, generator, config.local_epochs - done)
         started = time.perf_counter()
         model.train()
         for epoch in range(done, config.local_epochs):
-            mean_loss = self._epoch(optimizer, generator, config.batch_size)
+            mean_loss = run_epoch()
             if checkpoints is not None:
                 checkpoints.save(
                     EpochState(
@@ -174,13 +188,33 @@ class LocalTrainer:
             mean_loss,
             seconds,
         )
-        return TrainResult(loss=mean_loss, samples=self.samples, seconds=seconds)
+        spent = self._dp.ledger.epsilon() if self._dp is not None else 0.0
+        return TrainResult(mean_loss, self.samples, seconds, privacy_budget_used=spent)
+
+    def _epoch_runner(
+        self,
+        config: RoundConfig,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator,
+        epochs: int,
+    ) -> Callable[[], float]:
+        """One epoch of SGD, or of DP-SGD after checking that ``epochs`` fit the budget."""
+        dp = self._dp
+        if dp is None:
+            return lambda: self._epoch(optimizer, generator, config.batch_size)
+        rate, steps = dp_sample_rate(self.samples, config.batch_size)
+        dp.ledger.before_round(sample_rate=rate, steps=steps * epochs)
+        dp_optimizer = dp.optimizer(optimizer, expected_batch_size=int(self.samples * rate))
+        return lambda: dp.epoch(
+            dp_optimizer, self._images, self._labels, sample_rate=rate, steps=steps
+        )
 
     def _fingerprint(self, config: RoundConfig, round_number: int) -> str:
         return (
             f"{self.model_name}|seed={self.seed}|round={round_number}|n={self.samples}"
             f"|epochs={config.local_epochs}|batch={config.batch_size}"
             f"|lr={config.learning_rate!r}"
+            + (f"|dp_clip={self._dp.ledger.max_grad_norm!r}" if self._dp is not None else "")
         )
 
     def _resume(

@@ -22,6 +22,7 @@ class Outcome:
     loss: float = 0.25
     samples: int = 40
     seconds: float = 0.1
+    privacy_budget_used: float = 0.0
 
 
 class FakeTrainer:
