@@ -37,6 +37,7 @@ BENCHMARKS = {
     "scale": "benchmarks.scale",
     "latency": "benchmarks.latency",
     "accuracy": "benchmarks.accuracy",
+    "chaos": "benchmarks.chaos",
 }
 """Run by default, in this order."""
 OPTIONAL = {"flower": "benchmarks.flower_compare"}

@@ -62,7 +62,10 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SECTION_ORDER = ("aggregation", "transport", "scale", "latency", "accuracy", "flower")
+SECTION_ORDER = (
+    "aggregation", "transport", "scale", "latency", "accuracy", "flower", "chaos",
+    "privacy_attacks",
+)  # fmt: skip
 VERSION_PACKAGES = ("fedlearn", "torch", "numpy", "grpcio")
 
 
