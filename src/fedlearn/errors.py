@@ -71,7 +71,15 @@ class NotFoundError(FedLearnError):
 
 
 class ConflictError(FedLearnError):
-    """A request that does not fit the current state (for example a duplicate)."""
+    """A request that does not fit the current state (for example a duplicate).
+
+    ``reason`` is an optional short code (``not_selected``, ``already_submitted`` ...)
+    that travels to the client with the error.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StaleRoundError(ConflictError):

@@ -451,9 +451,9 @@ def test_rogue_updates_are_refused_with_their_reason_recorded_and_left_out_of_th
         "non_finite": (invalid, "non_finite"),
         "wrong_shape": (invalid, "wrong_shape"),
         "stale_round": (precondition, "stale_round"),
-        "not_selected": (precondition, "ConflictError"),
-        "already_submitted": (precondition, "ConflictError"),
-        "update_id_taken": (precondition, "ConflictError"),
+        "not_selected": (precondition, "not_selected"),
+        "already_submitted": (precondition, "already_submitted"),
+        "update_id_taken": (precondition, "update_id_taken"),
         "unknown_client": ("NOT_FOUND", "NotFoundError"),
         "stale_round_late": (precondition, "stale_round"),
     }

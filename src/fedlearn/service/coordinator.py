@@ -265,7 +265,7 @@ class Coordinator:
             if stored.client_id == sub.client_id:
                 return None
             message = f"update id {sub.update_id} belongs to another client"
-            return "update_id_taken", ConflictError(message)
+            return "update_id_taken", ConflictError(message, reason="update_id_taken")
         open_ = self._open
         if open_ is None or open_.number != sub.round_number:
             current = f"round {open_.number} is open" if open_ else "no round is open"
@@ -274,7 +274,7 @@ class Coordinator:
         if open_.expects(sub.client_id):
             return None
         reason, message = self._why_unexpected(open_, sub.client_id)
-        return reason, ConflictError(message)
+        return reason, ConflictError(message, reason=reason)
 
     def _reject(self, sub: UpdateSubmission, reason: str, error: Exception) -> Exception:
         """Record that ``sub`` was refused; return ``error`` for the caller to raise."""

@@ -47,6 +47,8 @@ def reason_for(error: FedLearnError) -> str:
         return error.reason
     if isinstance(error, StaleRoundError):
         return "stale_round"
+    if isinstance(error, ConflictError) and error.reason:
+        return error.reason
     if isinstance(error, ChecksumError):
         return "checksum_mismatch"
     return type(error).__name__
@@ -66,7 +68,9 @@ def error_from_rpc(exc: grpc.RpcError) -> FedLearnError:
     if code is grpc.StatusCode.NOT_FOUND:
         return NotFoundError(message)
     if code is grpc.StatusCode.FAILED_PRECONDITION:
-        return StaleRoundError(message) if reason == "stale_round" else ConflictError(message)
+        if reason == "stale_round":
+            return StaleRoundError(message)
+        return ConflictError(message, reason=None if reason == "ConflictError" else reason)
     if code is grpc.StatusCode.DATA_LOSS:
         return ChecksumError(message)
     return TransportError(message)

@@ -101,3 +101,16 @@ def test_unexpected_status_becomes_transport_error_with_code_in_message():
     back = error_from_rpc(FakeRpcError(grpc.StatusCode.UNIMPLEMENTED, "no such method", None))
     assert isinstance(back, TransportError)
     assert "UNIMPLEMENTED" in str(back) and "no such method" in str(back)
+
+
+@pytest.mark.parametrize("reason", ["not_selected", "already_submitted", "update_id_taken"])
+def test_a_conflict_keeps_its_reason_code_over_the_wire(reason):
+    back = _over_the_wire(ConflictError("not now", reason=reason))
+    assert type(back) is ConflictError
+    assert back.reason == reason
+
+
+def test_a_conflict_without_a_reason_comes_back_without_one():
+    back = _over_the_wire(ConflictError("not now"))
+    assert type(back) is ConflictError
+    assert back.reason is None
