@@ -9,6 +9,7 @@ than 100 characters raise ``StorageError``.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import replace
 
@@ -19,6 +20,7 @@ from fedlearn.core.types import (
     ClientRecord,
     ComputePowerLevel,
     PrivacyConfig,
+    PrivacySpend,
     RejectionRecord,
     RoundConfig,
     RoundRecord,
@@ -134,9 +136,38 @@ def test_upsert_client_stores_every_capability(store: RunStore) -> None:
         available_samples=6000,
         supported_models=("cnn-mnist", "mlp"),
         privacy=PrivacyConfig(epsilon=3.5, delta=1e-5, max_grad_norm=1.25, noise_multiplier=0.9),
+        budget_exhausted=True,
     )
     store.upsert_client(client)
     assert store.get_client("run-a", "c1") == client
+
+
+def test_save_privacy_inserts_then_replaces_a_clients_ledger_line(store: RunStore) -> None:
+    store.upsert_client(make_client("c2"))
+    store.upsert_client(make_client("c1"))
+    first = PrivacySpend("run-a", "c2", 0.5, 3.0, 1e-5, False, T0 + 3)
+    store.save_privacy(first)
+    store.save_privacy(PrivacySpend("run-a", "c1", 0.25, 8.0, 1e-6, False, T0 + 4))
+    later = replace(first, epsilon_spent=2.9999999999, exhausted=True, updated_at=T0 + 9)
+    store.save_privacy(later)
+    assert [p.client_id for p in store.list_privacy("run-a")] == ["c1", "c2"]
+    assert store.list_privacy("run-a")[1] == later
+    assert store.list_privacy("run-b") == []
+
+
+def test_save_privacy_of_an_unregistered_client_raises_not_found(store: RunStore) -> None:
+    with pytest.raises(NotFoundError):
+        store.save_privacy(PrivacySpend("run-a", "nobody", 0.5, 3.0, 1e-5))
+    assert store.list_privacy("run-a") == []
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -0.5])
+def test_save_privacy_refuses_a_spend_that_is_not_a_finite_non_negative_number(
+    store: RunStore, bad: float
+) -> None:
+    store.upsert_client(make_client("c1"))
+    with pytest.raises(StorageError):
+        store.save_privacy(PrivacySpend("run-a", "c1", bad, 3.0, 1e-5))
 
 
 def test_upsert_client_twice_replaces_capabilities_and_timestamps(store: RunStore) -> None:

@@ -119,6 +119,12 @@ def coordinator(
     max_rollbacks: Annotated[
         int, typer.Option(min=0, help="Rollbacks after divergence before the run fails.")
     ] = 3,
+    require_dp: Annotated[
+        bool,
+        typer.Option(
+            help="Refuse updates from clients without a DP budget or without an epsilon claim."
+        ),
+    ] = False,
     admin_token: Annotated[
         str | None,
         typer.Option(
@@ -179,6 +185,7 @@ def coordinator(
         max_norm_ratio=max_norm_ratio,
         max_accuracy_drop=max_accuracy_drop,
         max_rollbacks=max_rollbacks,
+        require_dp=require_dp,
         strategy=make_strategy(strategy, server_lr=server_lr, momentum=server_momentum),
     )
     test = None

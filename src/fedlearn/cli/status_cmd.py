@@ -78,13 +78,23 @@ def render_status(report: TrainingStatus, console: Console) -> None:
     if report.rejections:
         refused = ", ".join(f"{k}: {v}" for k, v in sorted(report.rejections.items()))
         console.print(f"updates refused or missed, by reason: {refused}")
-    clients = Table("client", "samples", "compute", "epsilon", "last seen", title="Clients")
+    ledger = {p.client_id: p for p in report.privacy}
+    clients = Table(
+        "client", "samples", "compute", "epsilon spent / budget", "last seen", title="Clients"
+    )
     for c in report.clients:
+        line = ledger.get(c.client_id)
+        budget = c.capabilities.privacy.epsilon
+        privacy = "-"
+        if line is not None or budget:
+            spent = line.epsilon_spent if line else 0.0
+            privacy = f"{spent:.2f} / {budget:.2f}" if budget else f"{spent:.2f} / -"
+            privacy += " (exhausted)" if line is not None and line.exhausted else ""
         clients.add_row(
             c.client_id,
             str(c.capabilities.available_samples),
             c.capabilities.compute_power.value,
-            _fmt(c.capabilities.privacy.epsilon or None, "{:.2f}"),
+            privacy,
             f"{c.last_seen_at:.0f}",
         )
     console.print(clients)

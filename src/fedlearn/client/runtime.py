@@ -13,7 +13,9 @@ out-of-memory error halves the batch size and retries the round.
 
 Each update carries the epsilon the client has spent (``privacy_budget_used``, 0 without
 DP). A trainer that would exceed its privacy budget raises
-:class:`~fedlearn.errors.PrivacyBudgetExhaustedError`, which ends :meth:`ClientRuntime.run`.
+:class:`~fedlearn.errors.PrivacyBudgetExhaustedError`: the client then tells the coordinator
+(it registers again saying its budget is exhausted, so it is no longer selected) and
+:meth:`ClientRuntime.run` returns.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from fedlearn.core.types import ClientCapabilities, EvalResult, RoundConfig, Wei
 from fedlearn.errors import (
     ConflictError,
     NotFoundError,
+    PrivacyBudgetExhaustedError,
     StaleRoundError,
     TransportError,
     UpdateRejectedError,
@@ -149,9 +152,21 @@ class ClientRuntime:
             if task.kind is TaskKind.FINISHED:
                 logger.info("run finished after %d rounds of training here", trained)
                 return ClientReport(client_id, trained, last)
-            if task.kind is TaskKind.TRAIN and self._train_round(client_id, task):
-                trained += 1
-                last = task.round_number
+            if task.kind is not TaskKind.TRAIN:
+                continue
+            try:
+                if self._train_round(client_id, task):
+                    trained += 1
+                    last = task.round_number
+            except PrivacyBudgetExhaustedError as exc:
+                self._leave_out_of_budget(client_id, exc)
+                return ClientReport(client_id, trained, last)
+
+    def _leave_out_of_budget(self, client_id: str, error: PrivacyBudgetExhaustedError) -> None:
+        """Tell the coordinator to stop selecting this client, which then stops."""
+        caps = replace(self._options.capabilities, budget_exhausted=True)
+        self._api.register(client_id, caps)
+        logger.warning("%s; the coordinator will no longer select this client", error)
 
     # -- the outbox -----------------------------------------------------------------
 

@@ -15,6 +15,7 @@ __all__ = [
     "ComputePowerLevel",
     "EvalResult",
     "PrivacyConfig",
+    "PrivacySpend",
     "RejectionRecord",
     "RoundConfig",
     "RoundRecord",
@@ -47,6 +48,25 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PrivacySpend:
+    """One client's line of a run's privacy ledger, as the coordinator keeps it.
+
+    ``epsilon_spent`` is the latest claim the client made with an accepted update
+    (at ``delta``); ``epsilon_budget`` the budget it registered (0: none);
+    ``exhausted`` is set once the client said it cannot train within its budget,
+    after which it is no longer selected.
+    """
+
+    run_id: str
+    client_id: str
+    epsilon_spent: float = 0.0
+    epsilon_budget: float = 0.0
+    delta: float = 0.0
+    exhausted: bool = False
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ClientCapabilities:
     """What a client says about itself when it registers."""
 
@@ -55,6 +75,8 @@ class ClientCapabilities:
     available_samples: int = 0
     supported_models: tuple[str, ...] = ()
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    budget_exhausted: bool = False
+    """The client cannot train another round within its privacy budget."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from fedlearn.core.types import (
     ClientRecord,
     ComputePowerLevel,
     PrivacyConfig,
+    PrivacySpend,
     RejectionRecord,
     RoundConfig,
     RoundRecord,
@@ -40,9 +41,12 @@ __all__ = [
     "client_to_row",
     "prepare_client",
     "prepare_rejection",
+    "prepare_privacy",
     "prepare_round",
     "prepare_run",
     "prepare_update",
+    "privacy_from_row",
+    "privacy_to_row",
     "rejection_from_row",
     "rejection_to_row",
     "round_from_row",
@@ -156,6 +160,7 @@ def client_to_row(client: ClientRecord) -> dict[str, Any]:
         "privacy_delta": caps.privacy.delta,
         "privacy_max_grad_norm": caps.privacy.max_grad_norm,
         "privacy_noise_multiplier": caps.privacy.noise_multiplier,
+        "budget_exhausted": caps.budget_exhausted,
         "registered_at": client.registered_at,
         "last_seen_at": client.last_seen_at,
     }
@@ -174,6 +179,7 @@ def client_from_row(row: Row) -> ClientRecord:
         available_samples=row["available_samples"],
         supported_models=tuple(row["supported_models"]),
         privacy=privacy,
+        budget_exhausted=bool(row["budget_exhausted"]),
     )
     return ClientRecord(
         client_id=row["client_id"],
@@ -257,3 +263,22 @@ def rejection_to_row(rejection: RejectionRecord) -> dict[str, Any]:
 
 def rejection_from_row(row: Row) -> RejectionRecord:
     return RejectionRecord(**{name: row[name] for name in _REJECTION_FIELDS})
+
+
+def prepare_privacy(spend: PrivacySpend) -> PrivacySpend:
+    """The ledger line as every backend stores it; ``StorageError`` if it cannot be."""
+    _check_length("run_id", spend.run_id, ID_LENGTH)
+    _check_length("client_id", spend.client_id, ID_LENGTH)
+    for name in ("epsilon_spent", "epsilon_budget", "delta", "updated_at"):
+        value = getattr(spend, name)
+        if not math.isfinite(value) or value < 0:
+            raise StorageError(f"{name} must be finite and >= 0, got {value}")
+    return spend
+
+
+def privacy_to_row(spend: PrivacySpend) -> dict[str, Any]:
+    return dataclasses.asdict(spend)
+
+
+def privacy_from_row(row: Row) -> PrivacySpend:
+    return PrivacySpend(**{f.name: row[f.name] for f in dataclasses.fields(PrivacySpend)})

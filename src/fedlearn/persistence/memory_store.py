@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from fedlearn.core.types import (
     ClientRecord,
+    PrivacySpend,
     RejectionRecord,
     RoundRecord,
     RunRecord,
@@ -41,6 +42,7 @@ class InMemoryRunStore:
         # update ids of each round, in the order they were stored
         self._round_updates: dict[tuple[str, int], list[str]] = {}
         self._rejections: list[RejectionRecord] = []
+        self._privacy: dict[tuple[str, str], PrivacySpend] = {}
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -153,6 +155,20 @@ class InMemoryRunStore:
                 for r in self._rejections
                 if r.run_id == run_id and round_number in (None, r.round_number)
             ]
+
+    def save_privacy(self, spend: PrivacySpend) -> None:
+        stored = rec.prepare_privacy(spend)
+        with self._lock:
+            if (spend.run_id, spend.client_id) not in self._clients:
+                raise NotFoundError(
+                    f"client {spend.client_id!r} is not registered in run {spend.run_id!r}"
+                )
+            self._privacy[spend.run_id, spend.client_id] = stored
+
+    def list_privacy(self, run_id: str) -> Sequence[PrivacySpend]:
+        with self._lock:
+            found = [p for (run, _), p in self._privacy.items() if run == run_id]
+        return sorted(found, key=lambda p: p.client_id)
 
     def _require_run(self, run_id: str) -> None:
         if run_id not in self._runs:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from fedlearn.core.types import (
     ClientRecord,
+    PrivacySpend,
     RejectionRecord,
     RoundRecord,
     RunRecord,
@@ -35,6 +36,7 @@ from fedlearn.persistence.engine import READ_ONLY, is_shared_connection, make_en
 from fedlearn.persistence.tables import (
     client_updates,
     clients,
+    privacy_ledger,
     rejected_updates,
     runs,
     training_rounds,
@@ -201,6 +203,26 @@ class SqlRunStore:
             .order_by(rejected_updates.c.id)
         )
         return [rec.rejection_from_row(row) for row in self._all(stmt)]
+
+    def save_privacy(self, spend: PrivacySpend) -> None:
+        spend = rec.prepare_privacy(spend)
+        row = rec.privacy_to_row(spend)
+        insert = _UPSERT_INSERTS[self._engine.dialect.name](privacy_ledger).values(row)
+        keys = ("run_id", "client_id")
+        stmt = insert.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: insert.excluded[name] for name in row if name not in keys},
+        )
+        missing = f"client {spend.client_id!r} is not registered in run {spend.run_id!r}"
+        with self._write(missing=missing) as conn:
+            conn.execute(stmt)
+
+    def list_privacy(self, run_id: str) -> Sequence[PrivacySpend]:
+        order: sa.ColumnElement[str] = privacy_ledger.c.client_id
+        if self._engine.dialect.name == "postgresql":
+            order = order.collate("C")
+        stmt = sa.select(privacy_ledger).where(privacy_ledger.c.run_id == run_id).order_by(order)
+        return [rec.privacy_from_row(row) for row in self._all(stmt)]
 
     # -- transactions -------------------------------------------------------------
 

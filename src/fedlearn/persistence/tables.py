@@ -31,6 +31,7 @@ __all__ = [
     "NAME_LENGTH",
     "MESSAGE_LENGTH",
     "PATH_LENGTH",
+    "PrivacyRow",
     "REASON_LENGTH",
     "RejectionRow",
     "RoundRow",
@@ -39,6 +40,7 @@ __all__ = [
     "clients",
     "client_updates",
     "metadata",
+    "privacy_ledger",
     "rejected_updates",
     "runs",
     "training_rounds",
@@ -104,6 +106,8 @@ class ClientRow(Base):
     privacy_delta: Mapped[float] = mapped_column(Metric)
     privacy_max_grad_norm: Mapped[float] = mapped_column(Metric)
     privacy_noise_multiplier: Mapped[float] = mapped_column(Metric)
+    # added by migration 0004
+    budget_exhausted: Mapped[bool] = mapped_column(sa.Boolean, server_default=sa.false())
     registered_at: Mapped[float] = mapped_column(Seconds)
     last_seen_at: Mapped[float] = mapped_column(Seconds)
 
@@ -201,6 +205,23 @@ class RejectionRow(Base):
     rejected_at: Mapped[float] = mapped_column(Seconds)
 
 
+class PrivacyRow(Base):
+    """The privacy ledger: per run and client, the epsilon spent and the budget."""
+
+    __tablename__ = "privacy_ledger"
+    __table_args__ = (
+        sa.ForeignKeyConstraint(["run_id", "client_id"], ["clients.run_id", "clients.client_id"]),
+    )
+
+    run_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    client_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    epsilon_spent: Mapped[float] = mapped_column(sa.Double)
+    epsilon_budget: Mapped[float] = mapped_column(sa.Double)
+    delta: Mapped[float] = mapped_column(sa.Double)
+    exhausted: Mapped[bool] = mapped_column(sa.Boolean)
+    updated_at: Mapped[float] = mapped_column(Seconds)
+
+
 def _table(row: type[Base]) -> sa.Table:
     table: Any = row.__table__
     assert isinstance(table, sa.Table)
@@ -212,3 +233,4 @@ clients = _table(ClientRow)
 training_rounds = _table(RoundRow)
 client_updates = _table(UpdateRow)
 rejected_updates = _table(RejectionRow)
+privacy_ledger = _table(PrivacyRow)

@@ -56,6 +56,7 @@ from fedlearn.service.messages import (
 from fedlearn.service.model_state import GlobalModel, specs_of
 from fedlearn.service.open_round import OpenRound
 from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
+from fedlearn.service.privacy_ledger import PrivacyBook
 from fedlearn.service.recovery import ErrorRecoveryManager, Rollback
 from fedlearn.service.rejections import record_rejection
 from fedlearn.service.startup import round_key, start_run
@@ -110,6 +111,7 @@ class Coordinator:
             specs=self._specs,
             max_accuracy_drop=config.max_accuracy_drop,
         )
+        self._privacy = PrivacyBook(config.run_id, runs, require_dp=config.require_dp)
         self._global = state.global_model
         self._open = state.open_round
         self._last_round = state.last_round
@@ -163,9 +165,21 @@ class Coordinator:
             )
             self._runs.upsert_client(record)
             logger.info("client %s registered (%d samples)", cid, capabilities.available_samples)
+            self._privacy.on_register(record, now=now)
+            if capabilities.budget_exhausted:
+                self._decline(cid)
             self._maybe_open_round()
             self._cond.notify_all()
         return record
+
+    def _decline(self, client_id: str) -> None:
+        """An out-of-budget client leaves the open round; it will not be selected again."""
+        logger.warning("client %s is out of privacy budget: no longer selected", client_id)
+        open_ = self._open
+        if open_ is not None and open_.expects(client_id):
+            open_.declined.add(client_id)
+            if open_.complete and open_.received:
+                self._close_open_round()
 
     def poll_task(self, client_id: str, *, wait_s: float = 0.0) -> Task:
         """The client's next task, waiting up to ``wait_s`` seconds for one."""
@@ -288,10 +302,13 @@ class Coordinator:
         )
         return error
 
-    def _validate(self, open_: OpenRound, sub: UpdateSubmission) -> ValidatedUpdate:
+    def _validate(
+        self, open_: OpenRound, sub: UpdateSubmission, client: ClientRecord
+    ) -> ValidatedUpdate:
         """The decoded update if it passes every check; records and raises otherwise."""
         try:
             validate_metrics(num_samples=sub.num_samples, training_loss=sub.training_loss)
+            self._privacy.check_claim(sub, client)
             checked = validate_update(decode_weights(sub.payload), self._specs)
             with self._cond:
                 accepted = open_.accepted_norms
@@ -303,7 +320,8 @@ class Coordinator:
 
     def _accept(self, open_: OpenRound, sub: UpdateSubmission) -> UpdateAck:
         started = time.perf_counter()
-        checked = self._validate(open_, sub)
+        client = self._client(sub.client_id)
+        checked = self._validate(open_, sub, client)
         validated = time.perf_counter()
         path = self._models.put(
             f"{self._key(sub.round_number)}/updates/{sub.update_id}.flw", sub.payload
@@ -338,6 +356,7 @@ class Coordinator:
             except Exception:
                 self._models.delete(path)
                 raise
+            self._privacy.on_accept(sub, client, now=record.submitted_at)
             persisted = time.perf_counter()
             open_.aggregator.add(checked.vector, float(sub.num_samples))
             open_.timings = open_.timings.plus(
@@ -381,8 +400,13 @@ class Coordinator:
         )
 
     def _require_client(self, client_id: str) -> None:
-        if self._runs.get_client(self.config.run_id, client_id) is None:
+        self._client(client_id)
+
+    def _client(self, client_id: str) -> ClientRecord:
+        record = self._runs.get_client(self.config.run_id, client_id)
+        if record is None:
             raise NotFoundError(f"unknown client {client_id!r}: register first")
+        return record
 
     # -- round lifecycle ----------------------------------------------------------
 
@@ -504,7 +528,12 @@ class Coordinator:
         if self._open is not None or self._run_state() is not RunState.WAITING_FOR_CLIENTS:
             return
         cfg = self.config
-        clients = [c.client_id for c in self._runs.list_clients(cfg.run_id)]
+        out_of_budget = self._privacy.exhausted()
+        clients = [
+            c.client_id
+            for c in self._runs.list_clients(cfg.run_id)
+            if c.client_id not in out_of_budget
+        ]
         if len(clients) < cfg.min_clients:
             return
         number = self._last_round + 1
@@ -581,4 +610,5 @@ class Coordinator:
                 clients=tuple(self._runs.list_clients(cfg.run_id)),
                 rounds=tuple(RoundSummary.of(r) for r in self._runs.list_rounds(cfg.run_id)),
                 rejections=dict(self._runs.count_rejections(cfg.run_id)),
+                privacy=self._privacy.lines(),
             )

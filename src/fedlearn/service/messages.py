@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from fedlearn.core.strategy import FedAvg, Strategy
-from fedlearn.core.types import ClientRecord, RoundConfig, RoundRecord
+from fedlearn.core.types import ClientRecord, PrivacySpend, RoundConfig, RoundRecord
 
 __all__ = [
     "CoordinatorConfig",
@@ -48,6 +48,8 @@ class CoordinatorConfig:
     good round's; ``None``: only a non-finite evaluation loss counts as divergence."""
     max_rollbacks: int = 3
     """Rollbacks after divergence before the run is declared failed."""
+    require_dp: bool = False
+    """Refuse updates from clients without a DP budget or without an epsilon claim."""
 
 
 class TaskKind(enum.Enum):
@@ -173,6 +175,8 @@ class TrainingStatus:
     clients: tuple[ClientRecord, ...]
     rounds: tuple[RoundSummary, ...]
     rejections: dict[str, int] = field(default_factory=dict)
+    privacy: tuple[PrivacySpend, ...] = ()
+    """The privacy ledger (``updated_at`` is not sent over gRPC)."""
     """Refused update submissions of the whole run, by reason code (the service's
     view; the gRPC status message does not carry it)."""
 

@@ -18,6 +18,8 @@ class OpenRound:
     aggregator: StreamingFedAvg
     received: dict[str, UpdateRecord] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
+    declined: set[str] = field(default_factory=set)
+    """Selected clients that said they cannot train (out of privacy budget)."""
     bytes_up: int = 0
     bytes_down: int = 0
     timings: RoundTimings = field(default_factory=RoundTimings)
@@ -28,7 +30,8 @@ class OpenRound:
 
     @property
     def complete(self) -> bool:
-        return len(self.received) >= len(self.record.selected_clients)
+        expected = len(self.record.selected_clients) - len(self.declined)
+        return len(self.received) >= expected
 
     @property
     def accepted_norms(self) -> list[float]:
@@ -41,6 +44,7 @@ class OpenRound:
             client_id in self.record.selected_clients
             and client_id not in self.received
             and client_id not in self.in_flight
+            and client_id not in self.declined
         )
 
     def closed(self, **changes: object) -> RoundRecord:

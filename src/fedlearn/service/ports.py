@@ -13,6 +13,7 @@ from fedlearn.core.types import (
     ClientCapabilities,
     ClientRecord,
     EvalResult,
+    PrivacySpend,
     RejectionRecord,
     RoundRecord,
     RunRecord,
@@ -95,6 +96,15 @@ class RunStore(Protocol):
 
     def list_rejections(self, run_id: str, round_number: int) -> Sequence[RejectionRecord]:
         """The rejections of a round, in the order they were stored."""
+        ...
+
+    def save_privacy(self, spend: PrivacySpend) -> None:
+        """Insert or replace a client's privacy ledger line; ``NotFoundError`` if the
+        client is not registered in the run."""
+        ...
+
+    def list_privacy(self, run_id: str) -> Sequence[PrivacySpend]:
+        """The run's privacy ledger, by client id."""
         ...
 
 

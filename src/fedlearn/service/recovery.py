@@ -78,7 +78,11 @@ class ErrorRecoveryManager:
     def handle_client_timeout(self, open_: OpenRound, *, now: float) -> tuple[str, ...]:
         """Record every selected client that had not reported when the deadline
         passed (reason ``deadline_missed``); their ids, in selection order."""
-        missing = tuple(c for c in open_.record.selected_clients if c not in open_.received)
+        missing = tuple(
+            c
+            for c in open_.record.selected_clients
+            if c not in open_.received and c not in open_.declined
+        )
         for client_id in missing:
             message = f"missed the deadline of round {open_.number}; dropped from the round"
             try:

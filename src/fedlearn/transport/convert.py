@@ -11,6 +11,7 @@ from fedlearn.core.types import (
     ClientRecord,
     ComputePowerLevel,
     PrivacyConfig,
+    PrivacySpend,
     RoundConfig,
 )
 from fedlearn.service.messages import (
@@ -70,6 +71,7 @@ def capabilities_to_proto(caps: ClientCapabilities) -> pb.ClientCapabilities:
             max_grad_norm=p.max_grad_norm,
             noise_multiplier=p.noise_multiplier,
         ),
+        budget_exhausted=caps.budget_exhausted,
     )
 
 
@@ -86,6 +88,7 @@ def capabilities_from_proto(msg: pb.ClientCapabilities) -> ClientCapabilities:
             max_grad_norm=p.max_grad_norm,
             noise_multiplier=p.noise_multiplier,
         ),
+        budget_exhausted=msg.budget_exhausted,
     )
 
 
@@ -255,6 +258,16 @@ def status_to_proto(status: TrainingStatus) -> pb.TrainingStatus:
         ],
         rounds=[_round_to_proto(r) for r in status.rounds],
         rejections=status.rejections,
+        privacy=[
+            pb.PrivacyLine(
+                client_id=p.client_id,
+                epsilon_spent=p.epsilon_spent,
+                epsilon_budget=p.epsilon_budget,
+                delta=p.delta,
+                exhausted=p.exhausted,
+            )
+            for p in status.privacy
+        ],
     )
 
 
@@ -280,6 +293,17 @@ def status_from_proto(msg: pb.TrainingStatus) -> TrainingStatus:
         ),
         rounds=tuple(_round_from_proto(r) for r in msg.rounds),
         rejections=dict(msg.rejections),
+        privacy=tuple(
+            PrivacySpend(
+                run_id=msg.run_id,
+                client_id=p.client_id,
+                epsilon_spent=p.epsilon_spent,
+                epsilon_budget=p.epsilon_budget,
+                delta=p.delta,
+                exhausted=p.exhausted,
+            )
+            for p in msg.privacy
+        ),
     )
 
 

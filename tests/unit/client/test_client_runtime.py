@@ -5,7 +5,7 @@ import numpy as np
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.core.serialization import decode_weights, encode_weights
 from fedlearn.core.types import EvalResult, RoundConfig
-from fedlearn.errors import NotFoundError, StaleRoundError
+from fedlearn.errors import NotFoundError, PrivacyBudgetExhaustedError, StaleRoundError
 from fedlearn.service.messages import (
     GlobalModelBlob,
     Registration,
@@ -51,10 +51,12 @@ class FakeApi:
         self.stale = set(stale_downloads)
         self.forget_once = forget_once
         self.registrations = 0
+        self.capabilities = []
         self.submissions = []
 
     def register(self, client_id, capabilities):
         self.registrations += 1
+        self.capabilities.append(capabilities)
         return Registration(client_id or "assigned", "run", "toy")
 
     def poll_task(self, client_id, *, wait_s):
@@ -109,3 +111,26 @@ def test_client_registers_again_when_the_coordinator_forgot_it():
     api = FakeApi([Task(TaskKind.FINISHED)], forget_once=True)
     ClientRuntime(api, lambda name: FakeTrainer(), ClientOptions(client_id="c1")).run()
     assert api.registrations == 2
+
+
+class BudgetedTrainer(FakeTrainer):
+    """Trains ``rounds`` rounds, then refuses: its privacy budget is spent."""
+
+    def __init__(self, rounds: int) -> None:
+        super().__init__()
+        self.left = rounds
+
+    def train(self, config, *, round_number, checkpoints=None):
+        if self.left == 0:
+            raise PrivacyBudgetExhaustedError(spent=2.9, would_spend=3.4, budget=3.0)
+        self.left -= 1
+        return super().train(config, round_number=round_number, checkpoints=checkpoints)
+
+
+def test_a_client_out_of_privacy_budget_tells_the_coordinator_and_stops():
+    api = FakeApi([_train(1), _train(2), _train(3)])
+    report = ClientRuntime(api, lambda name: BudgetedTrainer(1), ClientOptions("c1")).run()
+    assert report.rounds_trained == 1 and report.last_round == 1
+    assert [s.round_number for s in api.submissions] == [1]
+    assert [c.budget_exhausted for c in api.capabilities] == [False, True]
+    assert api.tasks == [_train(3)]  # it stopped polling

@@ -17,6 +17,7 @@ from fedlearn.core.types import (
     ClientRecord,
     ComputePowerLevel,
     PrivacyConfig,
+    PrivacySpend,
     RoundConfig,
 )
 from fedlearn.service.messages import (
@@ -256,6 +257,18 @@ def test_status_round_metrics_keep_none_apart_from_zero(value):
     back = convert.status_from_proto(_wire(convert.status_to_proto(status)))
     assert back == status
     assert back.rounds[0].accuracy == value
+
+
+def test_status_carries_the_privacy_ledger_and_capabilities_say_when_a_budget_is_spent():
+    ledger = (
+        PrivacySpend("r", "a", epsilon_spent=1.25, epsilon_budget=3.0, delta=1e-5),
+        PrivacySpend("r", "b", epsilon_spent=3.0, epsilon_budget=3.0, delta=1e-5, exhausted=True),
+    )
+    status = TrainingStatus("r", "cnn", RunState.TRAINING, 3, 0, 1, 0, 2, (), (), privacy=ledger)
+    assert convert.status_from_proto(_wire(convert.status_to_proto(status))) == status
+    caps = ClientCapabilities(available_samples=3, budget_exhausted=True)
+    back = convert.capabilities_from_proto(_wire(convert.capabilities_to_proto(caps)))
+    assert back == caps
 
 
 def test_status_carries_rejection_counts_by_reason():

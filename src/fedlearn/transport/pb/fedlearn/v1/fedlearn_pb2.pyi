@@ -31,18 +31,20 @@ class PrivacyConfig(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ...) -> None: ...
 
 class ClientCapabilities(_message.Message):
-    __slots__ = ("compute_power", "network_bandwidth_mbps", "available_samples", "supported_models", "privacy_requirements")
+    __slots__ = ("compute_power", "network_bandwidth_mbps", "available_samples", "supported_models", "privacy_requirements", "budget_exhausted")
     COMPUTE_POWER_FIELD_NUMBER: _ClassVar[int]
     NETWORK_BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_MODELS_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
     compute_power: ComputePower
     network_bandwidth_mbps: int
     available_samples: int
     supported_models: _containers.RepeatedScalarFieldContainer[str]
     privacy_requirements: PrivacyConfig
-    def __init__(self, compute_power: _Optional[_Union[ComputePower, str]] = ..., network_bandwidth_mbps: _Optional[int] = ..., available_samples: _Optional[int] = ..., supported_models: _Optional[_Iterable[str]] = ..., privacy_requirements: _Optional[_Union[PrivacyConfig, _Mapping]] = ...) -> None: ...
+    budget_exhausted: bool
+    def __init__(self, compute_power: _Optional[_Union[ComputePower, str]] = ..., network_bandwidth_mbps: _Optional[int] = ..., available_samples: _Optional[int] = ..., supported_models: _Optional[_Iterable[str]] = ..., privacy_requirements: _Optional[_Union[PrivacyConfig, _Mapping]] = ..., budget_exhausted: _Optional[bool] = ...) -> None: ...
 
 class ClientRegistration(_message.Message):
     __slots__ = ("client_id", "capabilities")
@@ -227,7 +229,7 @@ class RoundSummary(_message.Message):
     def __init__(self, round_number: _Optional[int] = ..., status: _Optional[str] = ..., selected_clients: _Optional[int] = ..., participating_clients: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., client_eval_accuracy: _Optional[float] = ..., training_loss: _Optional[float] = ..., convergence_score: _Optional[float] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., failure_reason: _Optional[str] = ..., global_model_path: _Optional[str] = ...) -> None: ...
 
 class TrainingStatus(_message.Message):
-    __slots__ = ("run_id", "model_name", "state", "num_rounds", "completed_rounds", "current_round", "updates_received", "updates_expected", "clients", "rounds", "rejections")
+    __slots__ = ("run_id", "model_name", "state", "num_rounds", "completed_rounds", "current_round", "updates_received", "updates_expected", "clients", "rounds", "rejections", "privacy")
     class RejectionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +248,7 @@ class TrainingStatus(_message.Message):
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    PRIVACY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     model_name: str
     state: str
@@ -257,7 +260,22 @@ class TrainingStatus(_message.Message):
     clients: _containers.RepeatedCompositeFieldContainer[ClientSummary]
     rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
     rejections: _containers.ScalarMap[str, int]
-    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[str] = ..., num_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., updates_received: _Optional[int] = ..., updates_expected: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientSummary, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., rejections: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    privacy: _containers.RepeatedCompositeFieldContainer[PrivacyLine]
+    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[str] = ..., num_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., updates_received: _Optional[int] = ..., updates_expected: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientSummary, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., rejections: _Optional[_Mapping[str, int]] = ..., privacy: _Optional[_Iterable[_Union[PrivacyLine, _Mapping]]] = ...) -> None: ...
+
+class PrivacyLine(_message.Message):
+    __slots__ = ("client_id", "epsilon_spent", "epsilon_budget", "delta", "exhausted")
+    CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    client_id: str
+    epsilon_spent: float
+    epsilon_budget: float
+    delta: float
+    exhausted: bool
+    def __init__(self, client_id: _Optional[str] = ..., epsilon_spent: _Optional[float] = ..., epsilon_budget: _Optional[float] = ..., delta: _Optional[float] = ..., exhausted: _Optional[bool] = ...) -> None: ...
 
 class RollbackRequest(_message.Message):
     __slots__ = ("to_round", "reason")
