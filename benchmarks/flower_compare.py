@@ -78,7 +78,11 @@ logger = logging.getLogger("benchmarks.flower_compare")
 NAME = "flower"
 TITLE = "Flower side by side (FedAvg, real processes on 127.0.0.1)"
 FLWR_VERSION = "1.42.0"
-PINS = (f"flwr=={FLWR_VERSION}", "torch==2.13.0", "numpy==2.4.6", "mlxtend==0.25.0")
+PINS = (
+    f"flwr=={FLWR_VERSION}", "torch==2.13.0", "numpy==2.4.6", "mlxtend==0.25.0",
+    # fedlearn's LocalTrainer imports its DP-SGD support
+    "opacus==1.6.0",
+)  # fmt: skip
 """What the Flower environment gets (torch: only this exact pin has a local CPU wheel)."""
 FLOWER_DIR = REPO_ROOT / "benchmarks" / "flower"
 VENV = FLOWER_DIR / ".venv"
@@ -666,6 +670,11 @@ def _read_flower_results(
     )
     if outcome.error is None and len(outcome.rounds) < rounds:
         outcome.error = f"only {len(outcome.rounds)} of {rounds} rounds logged"
+    failed = [r["round"] for r in outcome.rounds if r.get("errors") or not r.get("replies", 1)]
+    if outcome.error is None and failed:
+        # a ClientApp that cannot train replies with an error; FedAvg then keeps the
+        # old model, and the accuracy curve alone would not show why
+        outcome.error = f"ClientApps replied with errors in rounds {failed}"
 
 
 def _is_child_of(pid: int, parent: int, watcher: TreeWatcher) -> bool:
