@@ -38,6 +38,7 @@ BENCHMARKS = {
     "latency": "benchmarks.latency",
     "accuracy": "benchmarks.accuracy",
     "chaos": "benchmarks.chaos",
+    "privacy_attacks": "benchmarks.privacy_attacks",
 }
 """Run by default, in this order."""
 OPTIONAL = {"flower": "benchmarks.flower_compare"}
