@@ -242,11 +242,16 @@ class Coordinator:
         error is raised; a re-sent update id is acknowledged, not refused.
         """
         validate_identifier("update id", submission.update_id)
+        try:
+            client = self._client(submission.client_id)
+        except NotFoundError as exc:
+            self._reject(submission, "unknown_client", exc)
+            raise
         admitted = self._admit(submission)
         if isinstance(admitted, UpdateAck):
             return admitted
         try:
-            return self._accept(admitted, submission)
+            return self._accept(admitted, submission, client)
         finally:
             with self._cond:
                 admitted.in_flight.discard(submission.client_id)
@@ -254,11 +259,6 @@ class Coordinator:
     def _admit(self, sub: UpdateSubmission) -> OpenRound | UpdateAck:
         """The open round this update may join (now marked in flight), or the ack
         of an update already stored."""
-        try:
-            self._require_client(sub.client_id)
-        except NotFoundError as exc:
-            self._reject(sub, "unknown_client", exc)
-            raise
         with self._cond:
             stored = self._runs.get_update(self.config.run_id, sub.update_id)
             refusal = self._refusal(sub, stored)
@@ -318,9 +318,8 @@ class Coordinator:
             raise
         return checked
 
-    def _accept(self, open_: OpenRound, sub: UpdateSubmission) -> UpdateAck:
+    def _accept(self, open_: OpenRound, sub: UpdateSubmission, client: ClientRecord) -> UpdateAck:
         started = time.perf_counter()
-        client = self._client(sub.client_id)
         checked = self._validate(open_, sub, client)
         validated = time.perf_counter()
         path = self._models.put(
