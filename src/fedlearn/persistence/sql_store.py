@@ -84,15 +84,8 @@ class SqlRunStore:
 
     def upsert_client(self, client: ClientRecord) -> None:
         client = rec.prepare_client(client)
-        row = rec.client_to_row(client)
-        insert = _UPSERT_INSERTS[self._engine.dialect.name](clients).values(row)
-        keys = ("run_id", "client_id")
-        stmt = insert.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={name: insert.excluded[name] for name in row if name not in keys},
-        )
-        with self._write(missing=f"run {client.run_id!r} does not exist") as conn:
-            conn.execute(stmt)
+        missing = f"run {client.run_id!r} does not exist"
+        self._upsert(clients, rec.client_to_row(client), missing=missing)
 
     def get_client(self, run_id: str, client_id: str) -> ClientRecord | None:
         where = (clients.c.run_id == run_id) & (clients.c.client_id == client_id)
@@ -206,16 +199,8 @@ class SqlRunStore:
 
     def save_privacy(self, spend: PrivacySpend) -> None:
         spend = rec.prepare_privacy(spend)
-        row = rec.privacy_to_row(spend)
-        insert = _UPSERT_INSERTS[self._engine.dialect.name](privacy_ledger).values(row)
-        keys = ("run_id", "client_id")
-        stmt = insert.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={name: insert.excluded[name] for name in row if name not in keys},
-        )
         missing = f"client {spend.client_id!r} is not registered in run {spend.run_id!r}"
-        with self._write(missing=missing) as conn:
-            conn.execute(stmt)
+        self._upsert(privacy_ledger, rec.privacy_to_row(spend), missing=missing)
 
     def list_privacy(self, run_id: str) -> Sequence[PrivacySpend]:
         order: sa.ColumnElement[str] = privacy_ledger.c.client_id
@@ -225,6 +210,17 @@ class SqlRunStore:
         return [rec.privacy_from_row(row) for row in self._all(stmt)]
 
     # -- transactions -------------------------------------------------------------
+
+    def _upsert(self, table: sa.Table, row: dict[str, Any], *, missing: str) -> None:
+        """Insert ``row``, or replace the one with the same (run_id, client_id)."""
+        insert = _UPSERT_INSERTS[self._engine.dialect.name](table).values(row)
+        keys = ("run_id", "client_id")
+        stmt = insert.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={name: insert.excluded[name] for name in row if name not in keys},
+        )
+        with self._write(missing=missing) as conn:
+            conn.execute(stmt)
 
     @contextmanager
     def _write(
