@@ -12,6 +12,7 @@ import torch
 
 from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
+from fedlearn.client.secure_random import secure_rng
 from fedlearn.client.trainer import LocalTrainer
 from fedlearn.core.retry import RetryPolicy
 from fedlearn.core.serialization import decode_weights
@@ -119,6 +120,8 @@ def build_coordinator(settings: CoordinatorSettings) -> tuple[Coordinator, Coord
         models=FileModelStore(settings.model_dir),
         clock=SystemClock(),
         evaluator=evaluator,
+        # central DP's noise and client selection: OS entropy, never a seeded generator
+        noise=secure_rng() if cfg.central_dp is not None else None,
     )
     return coordinator, CoordinatorServer(coordinator, settings.server)
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 
 from fedlearn.core.types import (
+    CentralPrivacyState,
     ClientCapabilities,
     ClientRecord,
     ComputePowerLevel,
@@ -168,6 +169,57 @@ def test_save_privacy_refuses_a_spend_that_is_not_a_finite_non_negative_number(
     store.upsert_client(make_client("c1"))
     with pytest.raises(StorageError):
         store.save_privacy(PrivacySpend("run-a", "c1", bad, 3.0, 1e-5))
+
+
+def test_central_privacy_is_none_until_saved_then_inserted_and_replaced(store: RunStore) -> None:
+    assert store.get_central_privacy("run-a") is None
+    history = [[0.7071067811865476, 1.0, 1], [0.7071067811865476, 1 / 3, 12]]
+    first = CentralPrivacyState(
+        "run-a",
+        accountant={"mechanism": "rdp", "history": history[:1]},
+        last_round=1,
+        pending_round=1,
+        pending_sample_rate=1.0,
+        epsilon_spent=4.123456789012345,
+        delta=1e-5,
+        updated_at=T0 + 1,
+    )
+    store.save_central_privacy(first)
+    assert store.get_central_privacy("run-a") == first
+    later = replace(
+        first,
+        accountant={"mechanism": "rdp", "history": history},
+        last_round=13,
+        pending_round=14,
+        pending_sample_rate=1 / 3,
+        epsilon_spent=7.000000000000001,
+        updated_at=T0 + 2,
+    )
+    store.save_central_privacy(later)
+    assert store.get_central_privacy("run-a") == later  # floats exact, lists as lists
+    assert store.get_central_privacy("run-b") is None
+
+
+def test_central_privacy_of_an_unknown_run_raises_not_found(store: RunStore) -> None:
+    with pytest.raises(NotFoundError):
+        store.save_central_privacy(CentralPrivacyState("no-such-run", delta=1e-5))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"epsilon_spent": math.nan},
+        {"pending_sample_rate": -0.5},
+        {"accountant": {"history": [[math.inf, 1.0, 1]]}},
+        {"accountant": {"history": object()}},
+    ],
+)
+def test_central_privacy_that_cannot_be_stored_exactly_raises_storage_error(
+    store: RunStore, bad: dict[str, object]
+) -> None:
+    with pytest.raises(StorageError):
+        store.save_central_privacy(replace(CentralPrivacyState("run-a"), **bad))  # type: ignore[arg-type]
+    assert store.get_central_privacy("run-a") is None
 
 
 def test_upsert_client_twice_replaces_capabilities_and_timestamps(store: RunStore) -> None:

@@ -11,6 +11,14 @@ from typing import Annotated
 
 import typer
 
+from fedlearn.cli.central_dp_opts import (
+    CentralDpClipOpt,
+    CentralDpDeltaOpt,
+    CentralDpEpsilonOpt,
+    CentralDpExpectedClientsOpt,
+    CentralDpNoiseOpt,
+    central_dp_config,
+)
 from fedlearn.cli.common import CacheDirOpt, LogLevelOpt, default_cache_dir, setup_logging
 from fedlearn.core.strategy import make_strategy
 from fedlearn.core.types import RoundConfig
@@ -125,6 +133,11 @@ def coordinator(
             help="Refuse updates from clients without a DP budget or without an epsilon claim."
         ),
     ] = False,
+    central_dp_clip: CentralDpClipOpt = None,
+    central_dp_noise: CentralDpNoiseOpt = None,
+    central_dp_epsilon: CentralDpEpsilonOpt = None,
+    central_dp_delta: CentralDpDeltaOpt = 1e-5,
+    central_dp_expected_clients: CentralDpExpectedClientsOpt = None,
     admin_token: Annotated[
         str | None,
         typer.Option(
@@ -187,6 +200,17 @@ def coordinator(
         max_rollbacks=max_rollbacks,
         require_dp=require_dp,
         strategy=make_strategy(strategy, server_lr=server_lr, momentum=server_momentum),
+        central_dp=central_dp_config(
+            clip=central_dp_clip,
+            noise=central_dp_noise,
+            epsilon=central_dp_epsilon,
+            delta=central_dp_delta,
+            rounds=rounds,
+            min_clients=min_clients,
+            clients_per_round=clients_per_round,
+            fraction=fraction,
+            expected_clients=central_dp_expected_clients,
+        ),
     )
     test = None
     if test_dataset is not None:
@@ -224,7 +248,16 @@ def coordinator(
             time.sleep(0.1)
     finally:
         server.stop()
-    if service.status().state is RunState.FAILED:
+    final = service.status()
+    central = final.central_privacy
+    if central is not None and central.exhausted:
+        logger.warning(
+            "run %s ended at its central DP target: user-level epsilon %.4f of %s",
+            run_id,
+            central.epsilon_spent,
+            central.target_epsilon,
+        )
+    if final.state is RunState.FAILED:
         raise FedLearnError(
             f"run {run_id} stopped: more than {run.max_failed_rounds} rounds in a row failed "
             "(see the failure_reason of each round in `fedlearn status`)"

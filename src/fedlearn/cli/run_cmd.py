@@ -11,6 +11,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedlearn.cli.central_dp_opts import (
+    CentralDpClipOpt,
+    CentralDpDeltaOpt,
+    CentralDpEpsilonOpt,
+    CentralDpNoiseOpt,
+    central_dp_config,
+)
 from fedlearn.cli.common import (
     CacheDirOpt,
     DataDirOpt,
@@ -21,6 +28,7 @@ from fedlearn.cli.common import (
 )
 from fedlearn.cli.processes import ProcessGroup, fedlearn_command
 from fedlearn.cli.report import round_rows, rounds_table, write_plot, write_summary
+from fedlearn.cli.status_cmd import central_privacy_line
 from fedlearn.data.bundled import BUNDLED_SOURCE
 from fedlearn.errors import FedLearnError, TransportError
 from fedlearn.service.messages import RunState
@@ -73,6 +81,10 @@ def run(
         float, typer.Option(help="Seconds before an open round closes or fails.")
     ] = 300.0,
     seed: Annotated[int, typer.Option(help="Seed of partition, sampling and initialisation.")] = 0,
+    central_dp_clip: CentralDpClipOpt = None,
+    central_dp_noise: CentralDpNoiseOpt = None,
+    central_dp_epsilon: CentralDpEpsilonOpt = None,
+    central_dp_delta: CentralDpDeltaOpt = 1e-5,
     threads: Annotated[int, typer.Option(min=1, help="PyTorch threads per client process.")] = 1,
     out: Annotated[
         Path, typer.Option(help="Folder for summary.json, global_model.pt, accuracy.png, logs.")
@@ -84,6 +96,14 @@ def run(
 
     setup_logging(log_level)
     console = Console()
+    central_args = _central_dp_args(
+        clip=central_dp_clip,
+        noise=central_dp_noise,
+        epsilon=central_dp_epsilon,
+        delta=central_dp_delta,
+        rounds=rounds,
+        clients=clients,
+    )
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(DataSettings(dataset, data_dir, default_cache_dir(cache_dir)))
     console.print(
@@ -114,6 +134,7 @@ def run(
             *(["--test-data-dir", data_dir] if data_dir is not None else []),
             "--cache-dir", default_cache_dir(cache_dir),
             *(["--no-download"] if data.source == BUNDLED_SOURCE else []),
+            *central_args,
         ),
         client_args=(
             *data_args, "--num-partitions", clients, "--partitioner", partitioner,
@@ -130,9 +151,42 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
         "batch_size", "lr", "lr_decay", "strategy", "server_momentum", "server_lr", "holdout", "seed",
-        "threads",
+        "threads", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
     )  # fmt: skip
     return {k: values[k] for k in keys}
+
+
+def _central_dp_args(
+    *,
+    clip: float | None,
+    noise: float | None,
+    epsilon: float | None,
+    delta: float,
+    rounds: int,
+    clients: int,
+) -> list[object]:
+    """The coordinator's ``--central-dp-*`` arguments, checked here first so that a bad
+    value is a clear error rather than a coordinator that does not start."""
+    central_dp_config(
+        clip=clip,
+        noise=noise,
+        epsilon=epsilon,
+        delta=delta,
+        rounds=rounds,
+        min_clients=clients,
+        clients_per_round=None,
+        fraction=None,
+        expected_clients=clients if clip is not None else None,
+    )
+    if clip is None:
+        return []
+    args: list[object] = ["--central-dp-clip", clip, "--central-dp-delta", delta]
+    args += ["--central-dp-expected-clients", clients]
+    if noise is not None:
+        args += ["--central-dp-noise", noise]
+    if epsilon is not None:
+        args += ["--central-dp-epsilon", epsilon]
+    return args
 
 
 def _run_processes(plan: _Plan, console: Console) -> None:
@@ -210,6 +264,8 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
                 ),
             )
             if status.state in (RunState.FINISHED, RunState.FAILED):
+                if status.central_privacy is not None:
+                    console.print(central_privacy_line(status.central_privacy))
                 if status.state is RunState.FAILED:
                     raise FedLearnError("the run failed: too many rounds in a row failed")
                 return

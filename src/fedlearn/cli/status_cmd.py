@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from fedlearn.cli.common import CoordinatorOpt
-from fedlearn.service.messages import TrainingStatus
+from fedlearn.service.messages import CentralPrivacyStatus, TrainingStatus
 from fedlearn.transport.client import fetch_status
 
-__all__ = ["render_status", "status"]
+__all__ = ["central_privacy_line", "render_status", "status"]
 
 
 def status(
@@ -40,6 +40,17 @@ def _jsonable(report: TrainingStatus) -> dict[str, object]:
 
 def _fmt(value: float | None, pattern: str = "{:.4f}") -> str:
     return "-" if value is None else pattern.format(value)
+
+
+def central_privacy_line(c: CentralPrivacyStatus) -> str:
+    """One line on the run's central DP: user-level epsilon spent / target."""
+    target = "-" if c.target_epsilon is None else f"{c.target_epsilon:.4g}"
+    line = (
+        f"central DP (user-level): epsilon spent {c.epsilon_spent:.4f} / {target} at delta "
+        f"{c.delta:g} over {c.rounds_charged} noised rounds (noise multiplier "
+        f"{c.noise_multiplier:.4g}, clip {c.clip_norm:.4g})"
+    )
+    return line + ("; target reached, the run ended" if c.exhausted else "")
 
 
 def render_status(report: TrainingStatus, console: Console) -> None:
@@ -78,6 +89,8 @@ def render_status(report: TrainingStatus, console: Console) -> None:
     if report.rejections:
         refused = ", ".join(f"{k}: {v}" for k, v in sorted(report.rejections.items()))
         console.print(f"updates refused or missed, by reason: {refused}")
+    if report.central_privacy is not None:
+        console.print(central_privacy_line(report.central_privacy))
     ledger = {p.client_id: p for p in report.privacy}
     clients = Table(
         "client", "samples", "compute", "epsilon spent / budget", "last seen", title="Clients"

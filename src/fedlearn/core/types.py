@@ -5,11 +5,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "CentralPrivacyState",
     "ClientCapabilities",
     "ClientRecord",
     "ComputePowerLevel",
@@ -67,6 +69,28 @@ class PrivacySpend:
 
 
 @dataclass(frozen=True, slots=True)
+class CentralPrivacyState:
+    """A run's central (user-level) DP accountant, as the coordinator persists it.
+
+    ``accountant`` is the accountant's ``state_dict()`` (plain JSON values);
+    ``last_round`` the highest round whose noised aggregate it has charged (0: none),
+    so a close redone after a restart is not charged twice; ``pending_round`` and
+    ``pending_sample_rate`` the round opened last and the sample rate it will be
+    charged at when it closes. ``epsilon_spent`` (at ``delta``) is derived from the
+    accountant, stored so that readers need not redo the RDP math.
+    """
+
+    run_id: str
+    accountant: Mapping[str, Any] = field(default_factory=dict)
+    last_round: int = 0
+    pending_round: int = 0
+    pending_sample_rate: float = 0.0
+    epsilon_spent: float = 0.0
+    delta: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ClientCapabilities:
     """What a client says about itself when it registers."""
 
@@ -77,6 +101,8 @@ class ClientCapabilities:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     budget_exhausted: bool = False
     """The client cannot train another round within its privacy budget."""
+    codecs: tuple[str, ...] = ()
+    """Update codecs the client can encode (``fedlearn.core.codecs`` names)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +121,8 @@ class RoundConfig:
     local_epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 0.05
+    codec: str = "raw"
+    """How the update is encoded: ``raw`` or a ``fedlearn.core.codecs`` name."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,13 @@ sequences, ``None`` for a NaN optional metric (SQLite turns NaN into NULL).
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from fedlearn.core.types import (
+    CentralPrivacyState,
     ClientCapabilities,
     ClientRecord,
     ComputePowerLevel,
@@ -37,8 +39,11 @@ from fedlearn.persistence.tables import (
 )
 
 __all__ = [
+    "central_privacy_from_row",
+    "central_privacy_to_row",
     "client_from_row",
     "client_to_row",
+    "prepare_central_privacy",
     "prepare_client",
     "prepare_rejection",
     "prepare_privacy",
@@ -282,3 +287,31 @@ def privacy_to_row(spend: PrivacySpend) -> dict[str, Any]:
 
 def privacy_from_row(row: Row) -> PrivacySpend:
     return PrivacySpend(**{f.name: row[f.name] for f in dataclasses.fields(PrivacySpend)})
+
+
+def prepare_central_privacy(state: CentralPrivacyState) -> CentralPrivacyState:
+    """The accountant state as every backend stores it: its ``accountant`` as a JSON
+    round trip returns it (lists, not tuples); ``StorageError`` if it cannot be stored."""
+    _check_length("run_id", state.run_id, ID_LENGTH)
+    for name in ("pending_sample_rate", "epsilon_spent", "delta", "updated_at"):
+        value = getattr(state, name)
+        if not math.isfinite(value) or value < 0:
+            raise StorageError(f"{name} must be finite and >= 0, got {value}")
+    if state.last_round < 0 or state.pending_round < 0:
+        raise StorageError("round numbers must be >= 0")
+    try:
+        accountant = json.loads(json.dumps(dict(state.accountant), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise StorageError(f"the accountant state is not plain finite JSON: {exc}") from exc
+    return dataclasses.replace(state, accountant=accountant)
+
+
+def central_privacy_to_row(state: CentralPrivacyState) -> dict[str, Any]:
+    row = {f.name: getattr(state, f.name) for f in dataclasses.fields(CentralPrivacyState)}
+    row["accountant"] = dict(state.accountant)
+    return row
+
+
+def central_privacy_from_row(row: Row) -> CentralPrivacyState:
+    fields = dataclasses.fields(CentralPrivacyState)
+    return CentralPrivacyState(**{f.name: row[f.name] for f in fields})

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from fedlearn.core.types import (
+    CentralPrivacyState,
     ClientRecord,
     PrivacySpend,
     RejectionRecord,
@@ -43,6 +44,7 @@ class InMemoryRunStore:
         self._round_updates: dict[tuple[str, int], list[str]] = {}
         self._rejections: list[RejectionRecord] = []
         self._privacy: dict[tuple[str, str], PrivacySpend] = {}
+        self._central: dict[str, CentralPrivacyState] = {}
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -169,6 +171,18 @@ class InMemoryRunStore:
         with self._lock:
             found = [p for (run, _), p in self._privacy.items() if run == run_id]
         return sorted(found, key=lambda p: p.client_id)
+
+    def save_central_privacy(self, state: CentralPrivacyState) -> None:
+        stored = rec.prepare_central_privacy(state)
+        with self._lock:
+            self._require_run(state.run_id)
+            self._central[state.run_id] = stored
+
+    def get_central_privacy(self, run_id: str) -> CentralPrivacyState | None:
+        with self._lock:
+            stored = self._central.get(run_id)
+        # a fresh copy of the JSON, as a SQL read returns
+        return None if stored is None else rec.prepare_central_privacy(stored)
 
     def _require_run(self, run_id: str) -> None:
         if run_id not in self._runs:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from fedlearn.core.types import (
+    CentralPrivacyState,
     ClientRecord,
     PrivacySpend,
     RejectionRecord,
@@ -34,6 +35,7 @@ from fedlearn.errors import ConfigError, ConflictError, NotFoundError, StorageEr
 from fedlearn.persistence import _records as rec
 from fedlearn.persistence.engine import READ_ONLY, is_shared_connection, make_engine
 from fedlearn.persistence.tables import (
+    central_privacy,
     client_updates,
     clients,
     privacy_ledger,
@@ -209,12 +211,29 @@ class SqlRunStore:
         stmt = sa.select(privacy_ledger).where(privacy_ledger.c.run_id == run_id).order_by(order)
         return [rec.privacy_from_row(row) for row in self._all(stmt)]
 
+    def save_central_privacy(self, state: CentralPrivacyState) -> None:
+        state = rec.prepare_central_privacy(state)
+        missing = f"run {state.run_id!r} does not exist"
+        row = rec.central_privacy_to_row(state)
+        self._upsert(central_privacy, row, missing=missing, keys=("run_id",))
+
+    def get_central_privacy(self, run_id: str) -> CentralPrivacyState | None:
+        stmt = sa.select(central_privacy).where(central_privacy.c.run_id == run_id)
+        row = self._one(stmt)
+        return None if row is None else rec.central_privacy_from_row(row)
+
     # -- transactions -------------------------------------------------------------
 
-    def _upsert(self, table: sa.Table, row: dict[str, Any], *, missing: str) -> None:
-        """Insert ``row``, or replace the one with the same (run_id, client_id)."""
+    def _upsert(
+        self,
+        table: sa.Table,
+        row: dict[str, Any],
+        *,
+        missing: str,
+        keys: tuple[str, ...] = ("run_id", "client_id"),
+    ) -> None:
+        """Insert ``row``, or replace the one with the same ``keys``."""
         insert = _UPSERT_INSERTS[self._engine.dialect.name](table).values(row)
-        keys = ("run_id", "client_id")
         stmt = insert.on_conflict_do_update(
             index_elements=list(keys),
             set_={name: insert.excluded[name] for name in row if name not in keys},

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "CentralPrivacyRow",
     "ClientRow",
     "ID_LENGTH",
     "NAME_LENGTH",
@@ -37,6 +38,7 @@ __all__ = [
     "RoundRow",
     "RunRow",
     "UpdateRow",
+    "central_privacy",
     "clients",
     "client_updates",
     "metadata",
@@ -222,6 +224,22 @@ class PrivacyRow(Base):
     updated_at: Mapped[float] = mapped_column(Seconds)
 
 
+class CentralPrivacyRow(Base):
+    """A run's central (user-level) DP accountant state; added by migration 0005."""
+
+    __tablename__ = "central_privacy"
+
+    run_id: Mapped[str] = mapped_column(Id, sa.ForeignKey("runs.run_id"), primary_key=True)
+    # the accountant's state_dict(): {"mechanism": "rdp", "history": [[z, q, steps], ...]}
+    accountant: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    last_round: Mapped[int] = mapped_column(sa.Integer)
+    pending_round: Mapped[int] = mapped_column(sa.Integer)
+    pending_sample_rate: Mapped[float] = mapped_column(sa.Double)
+    epsilon_spent: Mapped[float] = mapped_column(sa.Double)
+    delta: Mapped[float] = mapped_column(sa.Double)
+    updated_at: Mapped[float] = mapped_column(Seconds)
+
+
 def _table(row: type[Base]) -> sa.Table:
     table: Any = row.__table__
     assert isinstance(table, sa.Table)
@@ -234,3 +252,4 @@ training_rounds = _table(RoundRow)
 client_updates = _table(UpdateRow)
 rejected_updates = _table(RejectionRow)
 privacy_ledger = _table(PrivacyRow)
+central_privacy = _table(CentralPrivacyRow)

@@ -11,7 +11,6 @@ the open round is rebuilt from its stored updates.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.central_dp import Aggregator, NoiseSource
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
 from fedlearn.core.schedule import round_config_for
 from fedlearn.core.serialization import decode_weights
@@ -39,7 +39,14 @@ from fedlearn.core.validation import (
     validate_metrics,
     validate_update,
 )
-from fedlearn.errors import ConflictError, NotFoundError, StaleRoundError, UpdateRejectedError
+from fedlearn.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    StaleRoundError,
+    UpdateRejectedError,
+)
+from fedlearn.service.central_privacy import CentralPrivacy
 from fedlearn.service.closing import close_round, fail_round
 from fedlearn.service.messages import (
     CoordinatorConfig,
@@ -59,6 +66,7 @@ from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
 from fedlearn.service.privacy_ledger import PrivacyBook
 from fedlearn.service.recovery import ErrorRecoveryManager, Rollback
 from fedlearn.service.rejections import record_rejection
+from fedlearn.service.signals import CountingCondition
 from fedlearn.service.startup import round_key, start_run
 
 __all__ = ["Coordinator"]
@@ -78,7 +86,11 @@ class Coordinator:
         models: ModelStore,
         clock: Clock,
         evaluator: Evaluator | None = None,
+        noise: NoiseSource | None = None,
     ) -> None:
+        """``noise``: the source of central DP's noise and client selection, needed
+        when ``config.central_dp`` is set (a cryptographically secure one in
+        production: whoever can predict it can subtract the noise)."""
         self.config = config
         self._runs = runs
         self._models = models
@@ -86,7 +98,7 @@ class Coordinator:
         self._evaluator = evaluator
         validate_identifier("run id", config.run_id)
         self._specs = specs_of(initial_weights)
-        self._cond = threading.Condition()
+        self._cond = CountingCondition()
         self._open: OpenRound | None = None
         self._failed_in_a_row = 0
         self._rollbacks = 0
@@ -95,6 +107,7 @@ class Coordinator:
         self._released: set[str] = set()
         self._evaluations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
         self._pending_evaluations = 0
+        self._central = self._central_privacy(noise)
         state = start_run(
             config,
             initial_weights,
@@ -103,6 +116,7 @@ class Coordinator:
             models=models,
             evaluator=evaluator,
             now=clock.now(),
+            new_aggregator=self._new_aggregator,
         )
         self._recovery = ErrorRecoveryManager(
             config.run_id,
@@ -119,6 +133,25 @@ class Coordinator:
         self._catch_up()
 
     # -- start-up ---------------------------------------------------------------
+
+    def _central_privacy(self, noise: NoiseSource | None) -> CentralPrivacy | None:
+        dp = self.config.central_dp
+        if dp is None:
+            stored = self._runs.get_central_privacy(self.config.run_id)
+            if stored is not None:  # later models would be released without noise
+                raise ConfigError(
+                    f"run {self.config.run_id} was started with central DP (user-level epsilon "
+                    f"{stored.epsilon_spent:.4g} spent): restart it with central DP on"
+                )
+            return None
+        if noise is None:
+            raise ConfigError("central DP needs a noise source (pass noise=...)")
+        return CentralPrivacy(self.config.run_id, dp, self._runs, noise=noise)
+
+    def _new_aggregator(self, size: int) -> Aggregator:
+        if self._central is not None:
+            return self._central.aggregator(size)
+        return StreamingFedAvg(size)
 
     def _catch_up(self) -> None:
         """Finish what a crash interrupted: close a complete round, open the next,
@@ -180,6 +213,14 @@ class Coordinator:
             open_.declined.add(client_id)
             if open_.complete and open_.received:
                 self._close_open_round()
+
+    def wait_for_change(self, seen: int, *, timeout_s: float) -> int:
+        """Block until something clients wait for may have changed since ``seen``.
+
+        Returns the new change count (pass it back next time); unchanged after
+        ``timeout_s``. Start with ``seen=-1`` to get the current count at once.
+        """
+        return self._cond.wait_past(seen, timeout_s)
 
     def poll_task(self, client_id: str, *, wait_s: float = 0.0) -> Task:
         """The client's next task, waiting up to ``wait_s`` seconds for one."""
@@ -430,6 +471,8 @@ class Coordinator:
         assert open_ is not None
         self._open = None
         try:
+            if self._central is not None:  # before any noise is drawn: see central_privacy
+                self._central.charge(open_.number, now=self._clock.now())
             outcome = close_round(
                 open_,
                 self._global,
@@ -543,11 +586,18 @@ class Coordinator:
             fraction=cfg.fraction,
         )
         now = self._clock.now()
+        if self._central is None:
+            selected = sample_clients(clients, k, rng=round_rng(cfg.seed, number))
+        elif self._central.admit(number, selected=k, eligible=len(clients), now=now):
+            selected = self._central.select(clients, k)
+        else:  # the round would pass the central DP target: the run is over
+            self._cond.notify_all()
+            return
         record = RoundRecord(
             run_id=cfg.run_id,
             round_number=number,
             status=RoundStatus.OPEN,
-            selected_clients=sample_clients(clients, k, rng=round_rng(cfg.seed, number)),
+            selected_clients=selected,
             config=round_config_for(cfg.round_config, number, lr_decay=cfg.lr_decay),
             started_at=now,
             deadline_at=now + cfg.round_timeout_s,
@@ -555,7 +605,7 @@ class Coordinator:
         )
         self._runs.create_round(record)
         self._last_round = number
-        self._open = OpenRound(record, StreamingFedAvg(self._global.vector.size))
+        self._open = OpenRound(record, self._new_aggregator(self._global.vector.size))
         logger.info("round %d opened with %d clients", number, k)
         self._cond.notify_all()
 
@@ -563,6 +613,8 @@ class Coordinator:
 
     def _run_state(self) -> RunState:
         if self._completed >= self.config.num_rounds:
+            return RunState.FINISHED
+        if self._central is not None and self._central.exhausted:
             return RunState.FINISHED
         if self._failed_in_a_row > self.config.max_failed_rounds:
             return RunState.FAILED
@@ -610,4 +662,5 @@ class Coordinator:
                 rounds=tuple(RoundSummary.of(r) for r in self._runs.list_rounds(cfg.run_id)),
                 rejections=dict(self._runs.count_rejections(cfg.run_id)),
                 privacy=self._privacy.lines(),
+                central_privacy=self._central.status() if self._central else None,
             )

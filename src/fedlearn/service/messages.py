@@ -5,10 +5,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from fedlearn.core.central_dp import CentralDpConfig
 from fedlearn.core.strategy import FedAvg, Strategy
 from fedlearn.core.types import ClientRecord, PrivacySpend, RoundConfig, RoundRecord
 
 __all__ = [
+    "CentralPrivacyStatus",
     "CoordinatorConfig",
     "GlobalModelBlob",
     "Registration",
@@ -50,6 +52,9 @@ class CoordinatorConfig:
     """Rollbacks after divergence before the run is declared failed."""
     require_dp: bool = False
     """Refuse updates from clients without a DP budget or without an epsilon claim."""
+    central_dp: CentralDpConfig | None = None
+    """Central, user-level DP (DP-FedAvg): clip each update, noise the aggregate and
+    account epsilon over rounds; ``None``: off. Needs a noise source."""
 
 
 class TaskKind(enum.Enum):
@@ -163,6 +168,21 @@ class RoundSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class CentralPrivacyStatus:
+    """The run's central (user-level) DP: epsilon spent at ``delta`` over the
+    ``rounds_charged`` noised rounds, the target (``None``: none), the mechanism's
+    parameters, and whether the run ended because the next round would pass the target."""
+
+    epsilon_spent: float
+    target_epsilon: float | None
+    delta: float
+    noise_multiplier: float
+    clip_norm: float
+    rounds_charged: int
+    exhausted: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TrainingStatus:
     run_id: str
     model_name: str
@@ -175,10 +195,11 @@ class TrainingStatus:
     clients: tuple[ClientRecord, ...]
     rounds: tuple[RoundSummary, ...]
     rejections: dict[str, int] = field(default_factory=dict)
+    """Refused update submissions of the whole run, by reason code."""
     privacy: tuple[PrivacySpend, ...] = ()
     """The privacy ledger (``updated_at`` is not sent over gRPC)."""
-    """Refused update submissions of the whole run, by reason code (the service's
-    view; the gRPC status message does not carry it)."""
+    central_privacy: CentralPrivacyStatus | None = None
+    """The run's central DP, ``None`` when it is off."""
 
 
 @dataclass(frozen=True, slots=True)

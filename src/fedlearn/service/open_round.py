@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.central_dp import Aggregator
 from fedlearn.core.types import RoundRecord, RoundTimings, UpdateRecord
 
 __all__ = ["OpenRound", "weighted_metric"]
@@ -15,7 +15,8 @@ class OpenRound:
     """Mutable bookkeeping of one open round; guarded by the coordinator's lock."""
 
     record: RoundRecord
-    aggregator: StreamingFedAvg
+    aggregator: Aggregator
+    """``StreamingFedAvg``, or ``DpFedAvg`` wrapping it under central DP."""
     received: dict[str, UpdateRecord] = field(default_factory=dict)
     in_flight: set[str] = field(default_factory=set)
     declined: set[str] = field(default_factory=set)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from fedlearn.core.types import (
+    CentralPrivacyState,
     ClientCapabilities,
     ClientRecord,
     EvalResult,
@@ -105,6 +106,15 @@ class RunStore(Protocol):
 
     def list_privacy(self, run_id: str) -> Sequence[PrivacySpend]:
         """The run's privacy ledger, by client id."""
+        ...
+
+    def save_central_privacy(self, state: CentralPrivacyState) -> None:
+        """Insert or replace the run's central-DP accountant state; ``NotFoundError``
+        if the run does not exist."""
+        ...
+
+    def get_central_privacy(self, run_id: str) -> CentralPrivacyState | None:
+        """The run's central-DP accountant state, ``None`` if never saved."""
         ...
 
 

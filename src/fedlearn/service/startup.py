@@ -8,9 +8,11 @@ rebuilt from the update blobs it had acknowledged, which are durable by then.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.central_dp import Aggregator
 from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import (
     RoundRecord,
@@ -55,8 +57,10 @@ def start_run(
     models: ModelStore,
     evaluator: Evaluator | None,
     now: float,
+    new_aggregator: Callable[[int], Aggregator] = StreamingFedAvg,
 ) -> StartState:
-    """Create the run if it is new, else load its latest global model and open round."""
+    """Create the run if it is new, else load its latest global model and open round
+    (its stored updates folded again into ``new_aggregator(model size)``)."""
     if runs.get_run(config.run_id) is None:
         runs.create_run(RunRecord(config.run_id, config.model_name, now))
     rounds = runs.list_rounds(config.run_id)
@@ -80,7 +84,8 @@ def start_run(
     )
     open_round = None
     if rounds[-1].status is RoundStatus.OPEN:
-        open_round = _resume(rounds[-1], model, runs=runs, models=models)
+        aggregator = new_aggregator(model.vector.size)
+        open_round = _resume(rounds[-1], model, runs=runs, models=models, aggregator=aggregator)
     logger.info("resumed run %s at round %d (%d completed)", config.run_id, last_round, done)
     return StartState(model, open_round, last_round, done)
 
@@ -122,9 +127,14 @@ def _store_initial_model(
 
 
 def _resume(
-    record: RoundRecord, model: GlobalModel, *, runs: RunStore, models: ModelStore
+    record: RoundRecord,
+    model: GlobalModel,
+    *,
+    runs: RunStore,
+    models: ModelStore,
+    aggregator: Aggregator,
 ) -> OpenRound:
-    open_ = OpenRound(record, StreamingFedAvg(model.vector.size))
+    open_ = OpenRound(record, aggregator)
     for update in runs.list_updates(record.run_id, record.round_number):
         if update.model_update_path is None:
             raise ConflictError(f"update {update.update_id} of an open round has no blob")

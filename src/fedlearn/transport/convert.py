@@ -15,6 +15,7 @@ from fedlearn.core.types import (
     RoundConfig,
 )
 from fedlearn.service.messages import (
+    CentralPrivacyStatus,
     Registration,
     RollbackOutcome,
     RoundSummary,
@@ -72,6 +73,7 @@ def capabilities_to_proto(caps: ClientCapabilities) -> pb.ClientCapabilities:
             noise_multiplier=p.noise_multiplier,
         ),
         budget_exhausted=caps.budget_exhausted,
+        codecs=list(caps.codecs),
     )
 
 
@@ -89,6 +91,7 @@ def capabilities_from_proto(msg: pb.ClientCapabilities) -> ClientCapabilities:
             noise_multiplier=p.noise_multiplier,
         ),
         budget_exhausted=msg.budget_exhausted,
+        codecs=tuple(msg.codecs),
     )
 
 
@@ -104,7 +107,10 @@ def registration_from_proto(msg: pb.RegistrationResponse) -> Registration:
 
 def _config_to_proto(cfg: RoundConfig) -> pb.RoundConfig:
     return pb.RoundConfig(
-        local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, learning_rate=cfg.learning_rate
+        local_epochs=cfg.local_epochs,
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        codec=cfg.codec,
     )
 
 
@@ -124,6 +130,7 @@ def task_from_proto(msg: pb.TaskResponse) -> Task:
             local_epochs=msg.config.local_epochs,
             batch_size=msg.config.batch_size,
             learning_rate=msg.config.learning_rate,
+            codec=msg.config.codec or "raw",
         )
     return Task(
         kind=_KIND_BACK.get(msg.kind, TaskKind.WAIT),
@@ -268,6 +275,36 @@ def status_to_proto(status: TrainingStatus) -> pb.TrainingStatus:
             )
             for p in status.privacy
         ],
+        central_privacy=_central_to_proto(status.central_privacy),
+    )
+
+
+def _central_to_proto(central: CentralPrivacyStatus | None) -> pb.CentralPrivacy | None:
+    if central is None:
+        return None
+    return pb.CentralPrivacy(
+        epsilon_spent=central.epsilon_spent,
+        target_epsilon=central.target_epsilon,
+        delta=central.delta,
+        noise_multiplier=central.noise_multiplier,
+        clip_norm=central.clip_norm,
+        rounds_charged=central.rounds_charged,
+        exhausted=central.exhausted,
+    )
+
+
+def _central_from_proto(msg: pb.TrainingStatus) -> CentralPrivacyStatus | None:
+    if not msg.HasField("central_privacy"):
+        return None
+    c = msg.central_privacy
+    return CentralPrivacyStatus(
+        epsilon_spent=c.epsilon_spent,
+        target_epsilon=c.target_epsilon if c.HasField("target_epsilon") else None,
+        delta=c.delta,
+        noise_multiplier=c.noise_multiplier,
+        clip_norm=c.clip_norm,
+        rounds_charged=c.rounds_charged,
+        exhausted=c.exhausted,
     )
 
 
@@ -304,6 +341,7 @@ def status_from_proto(msg: pb.TrainingStatus) -> TrainingStatus:
             )
             for p in msg.privacy
         ),
+        central_privacy=_central_from_proto(msg),
     )
 
 

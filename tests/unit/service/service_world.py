@@ -34,7 +34,8 @@ class CountingEvaluator:
 class World:
     """A coordinator over in-memory stores that tests can restart."""
 
-    def __init__(self, evaluator=None, **config) -> None:
+    def __init__(self, evaluator=None, noise=None, **config) -> None:
+        self.noise = noise
         self.runs = InMemoryRunStore()
         self.models = InMemoryModelStore()
         self.clock = FakeClock()
@@ -60,6 +61,7 @@ class World:
             models=self.models,
             clock=self.clock,
             evaluator=self.evaluator,
+            noise=self.noise,
         )
         return self.coordinator
 

@@ -21,6 +21,7 @@ from fedlearn.core.types import (
     RoundConfig,
 )
 from fedlearn.service.messages import (
+    CentralPrivacyStatus,
     Registration,
     RollbackOutcome,
     RoundSummary,
@@ -277,6 +278,26 @@ def test_status_carries_rejection_counts_by_reason():
         rejections={"non_finite": 2, "deadline_missed": 5},
     )  # fmt: skip
     assert convert.status_from_proto(_wire(convert.status_to_proto(status))) == status
+
+
+@pytest.mark.parametrize("target", [None, 0.0, 3.75])
+@pytest.mark.parametrize("exhausted", [False, True])
+def test_status_carries_central_dp_and_keeps_no_target_apart_from_zero(target, exhausted):
+    central = CentralPrivacyStatus(
+        epsilon_spent=2.5000000000000004,
+        target_epsilon=target,
+        delta=1e-5,
+        noise_multiplier=1.1,
+        clip_norm=0.75,
+        rounds_charged=7,
+        exhausted=exhausted,
+    )
+    status = TrainingStatus(
+        "r", "cnn", RunState.FINISHED, 9, 7, 7, 0, 0, (), (), central_privacy=central
+    )  # fmt: skip
+    assert convert.status_from_proto(_wire(convert.status_to_proto(status))) == status
+    without = TrainingStatus("r", "cnn", RunState.TRAINING, 3, 0, 1, 0, 2, (), ())
+    assert convert.status_from_proto(_wire(convert.status_to_proto(without))) == without
 
 
 @pytest.mark.parametrize("undone", [(), (2,), (2, 3, 4)])

@@ -31,20 +31,22 @@ class PrivacyConfig(_message.Message):
     def __init__(self, epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., max_grad_norm: _Optional[float] = ..., noise_multiplier: _Optional[float] = ...) -> None: ...
 
 class ClientCapabilities(_message.Message):
-    __slots__ = ("compute_power", "network_bandwidth_mbps", "available_samples", "supported_models", "privacy_requirements", "budget_exhausted")
+    __slots__ = ("compute_power", "network_bandwidth_mbps", "available_samples", "supported_models", "privacy_requirements", "budget_exhausted", "codecs")
     COMPUTE_POWER_FIELD_NUMBER: _ClassVar[int]
     NETWORK_BANDWIDTH_MBPS_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_SAMPLES_FIELD_NUMBER: _ClassVar[int]
     SUPPORTED_MODELS_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_REQUIREMENTS_FIELD_NUMBER: _ClassVar[int]
     BUDGET_EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    CODECS_FIELD_NUMBER: _ClassVar[int]
     compute_power: ComputePower
     network_bandwidth_mbps: int
     available_samples: int
     supported_models: _containers.RepeatedScalarFieldContainer[str]
     privacy_requirements: PrivacyConfig
     budget_exhausted: bool
-    def __init__(self, compute_power: _Optional[_Union[ComputePower, str]] = ..., network_bandwidth_mbps: _Optional[int] = ..., available_samples: _Optional[int] = ..., supported_models: _Optional[_Iterable[str]] = ..., privacy_requirements: _Optional[_Union[PrivacyConfig, _Mapping]] = ..., budget_exhausted: _Optional[bool] = ...) -> None: ...
+    codecs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, compute_power: _Optional[_Union[ComputePower, str]] = ..., network_bandwidth_mbps: _Optional[int] = ..., available_samples: _Optional[int] = ..., supported_models: _Optional[_Iterable[str]] = ..., privacy_requirements: _Optional[_Union[PrivacyConfig, _Mapping]] = ..., budget_exhausted: _Optional[bool] = ..., codecs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClientRegistration(_message.Message):
     __slots__ = ("client_id", "capabilities")
@@ -65,14 +67,16 @@ class RegistrationResponse(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., run_id: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class RoundConfig(_message.Message):
-    __slots__ = ("local_epochs", "batch_size", "learning_rate")
+    __slots__ = ("local_epochs", "batch_size", "learning_rate", "codec")
     LOCAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEARNING_RATE_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
     local_epochs: int
     batch_size: int
     learning_rate: float
-    def __init__(self, local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ...) -> None: ...
+    codec: str
+    def __init__(self, local_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., codec: _Optional[str] = ...) -> None: ...
 
 class TaskRequest(_message.Message):
     __slots__ = ("client_id", "wait_seconds")
@@ -229,7 +233,7 @@ class RoundSummary(_message.Message):
     def __init__(self, round_number: _Optional[int] = ..., status: _Optional[str] = ..., selected_clients: _Optional[int] = ..., participating_clients: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., client_eval_accuracy: _Optional[float] = ..., training_loss: _Optional[float] = ..., convergence_score: _Optional[float] = ..., bytes_up: _Optional[int] = ..., bytes_down: _Optional[int] = ..., started_at: _Optional[float] = ..., completed_at: _Optional[float] = ..., failure_reason: _Optional[str] = ..., global_model_path: _Optional[str] = ...) -> None: ...
 
 class TrainingStatus(_message.Message):
-    __slots__ = ("run_id", "model_name", "state", "num_rounds", "completed_rounds", "current_round", "updates_received", "updates_expected", "clients", "rounds", "rejections", "privacy")
+    __slots__ = ("run_id", "model_name", "state", "num_rounds", "completed_rounds", "current_round", "updates_received", "updates_expected", "clients", "rounds", "rejections", "privacy", "central_privacy")
     class RejectionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +253,7 @@ class TrainingStatus(_message.Message):
     ROUNDS_FIELD_NUMBER: _ClassVar[int]
     REJECTIONS_FIELD_NUMBER: _ClassVar[int]
     PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    CENTRAL_PRIVACY_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     model_name: str
     state: str
@@ -261,7 +266,26 @@ class TrainingStatus(_message.Message):
     rounds: _containers.RepeatedCompositeFieldContainer[RoundSummary]
     rejections: _containers.ScalarMap[str, int]
     privacy: _containers.RepeatedCompositeFieldContainer[PrivacyLine]
-    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[str] = ..., num_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., updates_received: _Optional[int] = ..., updates_expected: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientSummary, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., rejections: _Optional[_Mapping[str, int]] = ..., privacy: _Optional[_Iterable[_Union[PrivacyLine, _Mapping]]] = ...) -> None: ...
+    central_privacy: CentralPrivacy
+    def __init__(self, run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., state: _Optional[str] = ..., num_rounds: _Optional[int] = ..., completed_rounds: _Optional[int] = ..., current_round: _Optional[int] = ..., updates_received: _Optional[int] = ..., updates_expected: _Optional[int] = ..., clients: _Optional[_Iterable[_Union[ClientSummary, _Mapping]]] = ..., rounds: _Optional[_Iterable[_Union[RoundSummary, _Mapping]]] = ..., rejections: _Optional[_Mapping[str, int]] = ..., privacy: _Optional[_Iterable[_Union[PrivacyLine, _Mapping]]] = ..., central_privacy: _Optional[_Union[CentralPrivacy, _Mapping]] = ...) -> None: ...
+
+class CentralPrivacy(_message.Message):
+    __slots__ = ("epsilon_spent", "target_epsilon", "delta", "noise_multiplier", "clip_norm", "rounds_charged", "exhausted")
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_EPSILON_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    NOISE_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    CLIP_NORM_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_CHARGED_FIELD_NUMBER: _ClassVar[int]
+    EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    epsilon_spent: float
+    target_epsilon: float
+    delta: float
+    noise_multiplier: float
+    clip_norm: float
+    rounds_charged: int
+    exhausted: bool
+    def __init__(self, epsilon_spent: _Optional[float] = ..., target_epsilon: _Optional[float] = ..., delta: _Optional[float] = ..., noise_multiplier: _Optional[float] = ..., clip_norm: _Optional[float] = ..., rounds_charged: _Optional[int] = ..., exhausted: _Optional[bool] = ...) -> None: ...
 
 class PrivacyLine(_message.Message):
     __slots__ = ("client_id", "epsilon_spent", "epsilon_budget", "delta", "exhausted")
