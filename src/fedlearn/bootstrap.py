@@ -14,6 +14,7 @@ from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.client.secure_random import secure_rng
 from fedlearn.client.trainer import LocalTrainer
+from fedlearn.core.codecs import available_codecs
 from fedlearn.core.retry import RetryPolicy
 from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import ClientCapabilities, RoundRecord, RoundStatus
@@ -172,7 +173,11 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
             privacy=ledger,
         )
 
-    caps = ClientCapabilities(available_samples=len(train_idx), supported_models=tuple(MODEL_NAMES))
+    caps = ClientCapabilities(
+        available_samples=len(train_idx),
+        supported_models=tuple(MODEL_NAMES),
+        codecs=available_codecs(),
+    )
     if settings.dp is not None:
         caps = replace(caps, privacy=settings.dp.config)
     options = ClientOptions(

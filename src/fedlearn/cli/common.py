@@ -11,12 +11,16 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from fedlearn.core.codecs import parse_codec
+from fedlearn.errors import ConfigError
+
 __all__ = [
     "CacheDirOpt",
     "CoordinatorOpt",
     "DataDirOpt",
     "DatasetOpt",
     "LogLevelOpt",
+    "codec_name",
     "default_cache_dir",
     "setup_logging",
 ]
@@ -60,3 +64,11 @@ def setup_logging(level: str, *, plain: bool = False) -> None:
         handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+
+def codec_name(text: str) -> str:
+    """The canonical name of an update codec; a usage error (exit 2) if it is not one."""
+    try:
+        return parse_codec(text).name
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--update-codec'") from exc

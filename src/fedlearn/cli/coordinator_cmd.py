@@ -19,7 +19,13 @@ from fedlearn.cli.central_dp_opts import (
     CentralDpNoiseOpt,
     central_dp_config,
 )
-from fedlearn.cli.common import CacheDirOpt, LogLevelOpt, default_cache_dir, setup_logging
+from fedlearn.cli.common import (
+    CacheDirOpt,
+    LogLevelOpt,
+    codec_name,
+    default_cache_dir,
+    setup_logging,
+)
 from fedlearn.core.strategy import make_strategy
 from fedlearn.core.types import RoundConfig
 from fedlearn.errors import FedLearnError
@@ -81,6 +87,14 @@ def coordinator(
     local_epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Client learning rate (SGD).")] = 0.05,
+    update_codec: Annotated[
+        str,
+        typer.Option(
+            help="Codec clients encode updates with: raw, float16, int8[:block=N], sign, "
+            "topk:F, or top-k then a value codec, e.g. topk:0.01+int8 (error feedback on "
+            "the client). Uncompressed updates are always accepted.",
+        ),
+    ] = "raw",
     lr_decay: Annotated[
         float,
         typer.Option(
@@ -189,7 +203,10 @@ def coordinator(
         clients_per_round=clients_per_round,
         fraction=fraction,
         round_config=RoundConfig(
-            local_epochs=local_epochs, batch_size=batch_size, learning_rate=lr
+            local_epochs=local_epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            codec=codec_name(update_codec),
         ),
         lr_decay=lr_decay,
         round_timeout_s=round_timeout,

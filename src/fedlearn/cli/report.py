@@ -37,6 +37,9 @@ def round_rows(
                 "loss": r.loss,
                 "clients": r.participating_clients,
                 "bytes_up": r.bytes_up,
+                "raw_bytes_up": r.raw_bytes_up,
+                "upload_compression": r.raw_bytes_up / r.bytes_up if r.bytes_up else None,
+                "codec": r.config.codec,
                 "bytes_down": r.bytes_down,
                 "seconds": seconds,
                 "slowest_client_train_seconds": slowest,
@@ -60,10 +63,23 @@ def write_summary(
         "final_accuracy": rows[-1]["accuracy"] if rows else None,
         "median_round_seconds": _median([r["seconds"] for r in rows]),
         "median_overhead_seconds": _median([r["overhead_seconds"] for r in rows]),
+        **_upload_totals(rows),
         **extra,
     }
     path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _upload_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bytes sent up over the run, and what compression saved against float32 updates."""
+    sent = sum(r["bytes_up"] for r in rows)
+    raw = sum(r["raw_bytes_up"] for r in rows)
+    return {
+        "bytes_up_total": sent,
+        "raw_bytes_up_total": raw,
+        "upload_bytes_saved": raw - sent,
+        "upload_compression": raw / sent if sent else None,
+    }
 
 
 def _median(values: list[float]) -> float | None:
@@ -102,6 +118,7 @@ def rounds_table(rows: list[dict[str, Any]]) -> Table:
         "loss",
         "clients",
         "MB up",
+        "x smaller",
         "MB down",
         "seconds",
         "overhead s",
@@ -113,7 +130,8 @@ def rounds_table(rows: list[dict[str, Any]]) -> Table:
             _fmt(r["accuracy"], "{:.4f}"),
             _fmt(r["loss"], "{:.4f}"),
             str(r["clients"]),
-            f"{r['bytes_up'] / 1e6:.1f}",
+            f"{r['bytes_up'] / 1e6:.2f}",
+            _fmt(r["upload_compression"], "{:.1f}"),
             f"{r['bytes_down'] / 1e6:.1f}",
             f"{r['seconds']:.2f}",
             f"{r['overhead_seconds']:.2f}",

@@ -23,6 +23,7 @@ from fedlearn.cli.common import (
     DataDirOpt,
     DatasetOpt,
     LogLevelOpt,
+    codec_name,
     default_cache_dir,
     setup_logging,
 )
@@ -63,6 +64,9 @@ def run(
     local_epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     lr: Annotated[float, typer.Option(min=0.0, help="Client SGD learning rate.")] = 0.05,
+    update_codec: Annotated[
+        str, typer.Option(help="Update codec, e.g. topk:0.01+int8 (see fedlearn coordinator).")
+    ] = "raw",
     lr_decay: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Per-round learning rate multiplier.")
     ] = 1.0,
@@ -128,6 +132,7 @@ def run(
             "--run-id", run_id, "--model", model, "--rounds", rounds,
             "--min-clients", clients, "--local-epochs", local_epochs,
             "--batch-size", batch_size, "--lr", lr, "--lr-decay", lr_decay, "--strategy", strategy,
+            "--update-codec", codec_name(update_codec),
             "--server-momentum", server_momentum, "--server-lr", server_lr,
             "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
             "--test-dataset", dataset,
@@ -151,7 +156,7 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
         "batch_size", "lr", "lr_decay", "strategy", "server_momentum", "server_lr", "holdout", "seed",
-        "threads", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
+        "threads", "update_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
     )  # fmt: skip
     return {k: values[k] for k in keys}
 

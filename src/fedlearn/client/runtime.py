@@ -30,10 +30,11 @@ from typing import Protocol
 import numpy as np
 
 from fedlearn.client.checkpoints import RoundCheckpoints, round_key
+from fedlearn.client.compression import UpdateEncoder
 from fedlearn.client.memory import train_with_smaller_batches
 from fedlearn.client.outbox import Outbox, OutboxEntry
 from fedlearn.client.recovery import Recovery
-from fedlearn.core.serialization import decode_weights, encode_weights
+from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import ClientCapabilities, EvalResult, RoundConfig, Weights
 from fedlearn.errors import (
     ConflictError,
@@ -112,6 +113,10 @@ class ClientRuntime:
         self._outbox: Outbox | None = self._recovery.state.outbox if self._recovery.state else None
         self._run_id = ""
         self._flush_needed = self._outbox is not None
+        state = self._recovery.state
+        self._encoder = UpdateEncoder(
+            state_dir=state.directory if state is not None else None, rng=np.random.default_rng()
+        )
 
     def with_recovery(self, recovery: Recovery) -> ClientRuntime:
         """The same client with other fault-tolerance settings (call before :meth:`run`)."""
@@ -261,7 +266,7 @@ class ClientRuntime:
             client_id=client_id,
             round_number=task.round_number,
             update_id=uuid.uuid4().hex,
-            payload=encode_weights(delta),
+            payload=self._encode(delta, task.config.codec),
             num_samples=outcome.samples,
             training_loss=outcome.loss,
             eval_accuracy=evaluation.accuracy if evaluation else None,
@@ -287,6 +292,14 @@ class ClientRuntime:
         if self._on_round is not None:
             self._on_round(task.round_number, outcome)
         return True
+
+    def _encode(self, delta: dict[str, np.ndarray], codec: str) -> bytes:
+        """The update in the run's codec, or uncompressed if this client does not know it."""
+        stages = {part.split(":")[0] for part in codec.split("+")} if codec else set()
+        if not stages <= {"raw", *self._options.capabilities.codecs}:
+            logger.warning("codec %r is not among this client's codecs: sending raw", codec)
+            codec = "raw"
+        return self._encoder.encode(delta, codec)
 
     def _checkpoints(
         self, client_id: str, round_number: int, digest: str

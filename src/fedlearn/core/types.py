@@ -212,6 +212,8 @@ class RoundRecord:
     model_delta_norm: float | None = None
     convergence_score: float | None = None
     bytes_up: int = 0
+    raw_bytes_up: int = 0
+    """What ``bytes_up`` would have been uncompressed (float32 updates)."""
     bytes_down: int = 0
     failure_reason: str | None = None
     timings: RoundTimings = field(default_factory=RoundTimings)
@@ -234,6 +236,8 @@ class UpdateRecord:
     eval_samples: int = 0
     privacy_budget_used: float = 0.0
     compression_ratio: float = 1.0
+    """Uncompressed (float32) update bytes over the payload's bytes."""
+    codec: str = "raw"
     wire_bytes: int = 0
     update_norm: float = 0.0
     train_seconds: float = 0.0

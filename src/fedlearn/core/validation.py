@@ -19,6 +19,7 @@ from fedlearn.errors import ConfigError, UpdateRejectedError
 __all__ = [
     "ValidatedUpdate",
     "check_norm_outlier",
+    "checked_vector",
     "validate_capabilities",
     "validate_identifier",
     "validate_metrics",
@@ -58,7 +59,11 @@ def _compare_specs(got: Sequence[TensorSpec], expected: Sequence[TensorSpec]) ->
 def validate_update(decoded: DecodedWeights, expected: Sequence[TensorSpec]) -> ValidatedUpdate:
     """Reject an update whose tensors differ from ``expected`` or are not finite."""
     _compare_specs(decoded.specs, expected)
-    vector = cast("npt.NDArray[np.float32]", decoded.flat("float32"))
+    return checked_vector(cast("npt.NDArray[np.float32]", decoded.flat("float32")))
+
+
+def checked_vector(vector: npt.NDArray[np.float32]) -> ValidatedUpdate:
+    """``vector`` with its L2 norm; ``UpdateRejectedError`` if any value is not finite."""
     # One BLAS pass does both checks: a NaN or an infinity makes the sum of squares
     # non-finite. Only then (or if float32 squares overflowed) look closer.
     with np.errstate(over="ignore", invalid="ignore"):

@@ -215,6 +215,7 @@ _ROUND_PLAIN = (
     "model_delta_norm",
     "convergence_score",
     "bytes_up",
+    "raw_bytes_up",
     "bytes_down",
     "failure_reason",
 )
@@ -227,6 +228,7 @@ def round_to_row(round_: RoundRecord) -> dict[str, Any]:
     row["local_epochs"] = round_.config.local_epochs
     row["batch_size"] = round_.config.batch_size
     row["learning_rate"] = round_.config.learning_rate
+    row["codec"] = round_.config.codec
     row["timings"] = dataclasses.asdict(round_.timings)
     return row
 
@@ -236,6 +238,7 @@ def round_from_row(row: Row) -> RoundRecord:
         local_epochs=row["local_epochs"],
         batch_size=row["batch_size"],
         learning_rate=row["learning_rate"],
+        codec=row["codec"],
     )
     return RoundRecord(
         status=RoundStatus(row["status"]),

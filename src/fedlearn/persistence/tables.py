@@ -133,6 +133,8 @@ class RoundRow(Base):
     local_epochs: Mapped[int] = mapped_column(sa.Integer)
     batch_size: Mapped[int] = mapped_column(sa.Integer)
     learning_rate: Mapped[float] = mapped_column(sa.Double)
+    # the round's update codec and uncompressed update bytes; added by migration 0006
+    codec: Mapped[str] = mapped_column(sa.String(200), server_default="raw")
     started_at: Mapped[float] = mapped_column(Seconds)
     deadline_at: Mapped[float] = mapped_column(Seconds)
     completed_at: Mapped[float | None] = mapped_column(Seconds)
@@ -149,6 +151,7 @@ class RoundRow(Base):
     model_delta_norm: Mapped[float | None] = mapped_column(Metric)
     convergence_score: Mapped[float | None] = mapped_column(Metric)
     bytes_up: Mapped[int] = mapped_column(sa.BigInteger)
+    raw_bytes_up: Mapped[int] = mapped_column(sa.BigInteger, server_default="0")
     bytes_down: Mapped[int] = mapped_column(sa.BigInteger)
     failure_reason: Mapped[str | None] = mapped_column(sa.Text)
     # seconds per phase (RoundTimings as a JSON object); added by migration 0003
@@ -182,6 +185,7 @@ class UpdateRow(Base):
     eval_samples: Mapped[int] = mapped_column(sa.Integer)
     privacy_budget_used: Mapped[float] = mapped_column(Metric)
     compression_ratio: Mapped[float] = mapped_column(Metric)
+    codec: Mapped[str] = mapped_column(sa.String(200), server_default="raw")
     wire_bytes: Mapped[int] = mapped_column(sa.BigInteger)
     update_norm: Mapped[float] = mapped_column(Metric)
     train_seconds: Mapped[float] = mapped_column(Metric)

@@ -22,7 +22,6 @@ from fedlearn.core.aggregation import StreamingFedAvg
 from fedlearn.core.central_dp import Aggregator, NoiseSource
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
 from fedlearn.core.schedule import round_config_for
-from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import (
     ClientCapabilities,
     ClientRecord,
@@ -31,13 +30,12 @@ from fedlearn.core.types import (
     UpdateRecord,
     Weights,
 )
+from fedlearn.core.update_payload import DecodedUpdate, check_codec, decode_update_payload
 from fedlearn.core.validation import (
-    ValidatedUpdate,
     check_norm_outlier,
     validate_capabilities,
     validate_identifier,
     validate_metrics,
-    validate_update,
 )
 from fedlearn.errors import (
     ConfigError,
@@ -345,23 +343,26 @@ class Coordinator:
 
     def _validate(
         self, open_: OpenRound, sub: UpdateSubmission, client: ClientRecord
-    ) -> ValidatedUpdate:
+    ) -> DecodedUpdate:
         """The decoded update if it passes every check; records and raises otherwise."""
         try:
             validate_metrics(num_samples=sub.num_samples, training_loss=sub.training_loss)
             self._privacy.check_claim(sub, client)
-            checked = validate_update(decode_weights(sub.payload), self._specs)
+            decoded = decode_update_payload(sub.payload, self._specs)
+            check_codec(decoded.codec, allowed=open_.record.config.codec)
+            checked = decoded.update
             with self._cond:
                 accepted = open_.accepted_norms
             check_norm_outlier(checked.norm, accepted, max_ratio=self.config.max_norm_ratio)
         except UpdateRejectedError as exc:
             self._reject(sub, exc.reason, exc)
             raise
-        return checked
+        return decoded
 
     def _accept(self, open_: OpenRound, sub: UpdateSubmission, client: ClientRecord) -> UpdateAck:
         started = time.perf_counter()
-        checked = self._validate(open_, sub, client)
+        decoded = self._validate(open_, sub, client)
+        checked = decoded.update
         validated = time.perf_counter()
         path = self._models.put(
             f"{self._key(sub.round_number)}/updates/{sub.update_id}.flw", sub.payload
@@ -381,6 +382,8 @@ class Coordinator:
             eval_samples=sub.eval_samples,
             privacy_budget_used=sub.privacy_budget_used,
             wire_bytes=sub.wire_bytes or len(sub.payload),
+            compression_ratio=decoded.compression_ratio,
+            codec=decoded.codec,
             update_norm=checked.norm,
             train_seconds=sub.train_seconds,
         )
@@ -407,6 +410,7 @@ class Coordinator:
             )
             open_.received[sub.client_id] = record
             open_.bytes_up += record.wire_bytes
+            open_.raw_bytes_up += checked.vector.nbytes
             ack = UpdateAck(
                 sub.round_number,
                 duplicate=False,

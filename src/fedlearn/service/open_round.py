@@ -22,6 +22,8 @@ class OpenRound:
     declined: set[str] = field(default_factory=set)
     """Selected clients that said they cannot train (out of privacy budget)."""
     bytes_up: int = 0
+    raw_bytes_up: int = 0
+    """What the accepted updates would have been as float32 (the compression baseline)."""
     bytes_down: int = 0
     timings: RoundTimings = field(default_factory=RoundTimings)
 
@@ -55,6 +57,7 @@ class OpenRound:
             self.record,
             participating_clients=len(updates),
             bytes_up=self.bytes_up,
+            raw_bytes_up=self.raw_bytes_up,
             bytes_down=self.bytes_down,
             timings=self.timings,
             training_loss=weighted_metric([(u.training_loss, u.num_samples) for u in updates]),

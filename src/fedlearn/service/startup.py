@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from fedlearn.core.aggregation import StreamingFedAvg
 from fedlearn.core.central_dp import Aggregator
-from fedlearn.core.serialization import decode_weights
 from fedlearn.core.types import (
     RoundRecord,
     RoundStatus,
@@ -21,7 +20,7 @@ from fedlearn.core.types import (
     TensorSpec,
     Weights,
 )
-from fedlearn.core.validation import validate_update
+from fedlearn.core.update_payload import decode_update_payload
 from fedlearn.errors import ConflictError
 from fedlearn.service.messages import CoordinatorConfig
 from fedlearn.service.model_state import GlobalModel, flatten
@@ -138,11 +137,11 @@ def _resume(
     for update in runs.list_updates(record.run_id, record.round_number):
         if update.model_update_path is None:
             raise ConflictError(f"update {update.update_id} of an open round has no blob")
-        decoded = decode_weights(models.get(update.model_update_path))
-        checked = validate_update(decoded, model.specs)
+        checked = decode_update_payload(models.get(update.model_update_path), model.specs).update
         open_.aggregator.add(checked.vector, float(update.num_samples))
         open_.received[update.client_id] = update
         open_.bytes_up += update.wire_bytes
+        open_.raw_bytes_up += checked.vector.nbytes
     logger.info(
         "round %d reopened with %d stored updates", record.round_number, len(open_.received)
     )
