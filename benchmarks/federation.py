@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ def run_federation(
     dataset: str = "mnist",
     partitioner: str = "iid",
     round_timeout_s: float = 1800.0,
+    extra_args: Sequence[str] = (),
     **overrides: Any,
 ) -> FederationRun:
     """Run ``fedlearn run`` to the end in a temporary folder; its ``summary.json``.
@@ -66,7 +68,7 @@ def run_federation(
             "--strategy", params["strategy"], "--local-epochs", params["local_epochs"],
             "--batch-size", params["batch_size"], "--lr", params["lr"], "--seed", params["seed"],
             "--threads", params["threads"], "--round-timeout", round_timeout_s,
-            "--out", out, "--log-level", "warning",
+            "--out", out, "--log-level", "warning", *extra_args,
         )  # fmt: skip
         child = Child(command, Path(name) / "run.log")
         try:

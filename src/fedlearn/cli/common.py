@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fedlearn.core.codecs import parse_codec
+from fedlearn.core.downstream import check_download_codec
 from fedlearn.errors import ConfigError
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "DatasetOpt",
     "LogLevelOpt",
     "codec_name",
+    "download_codec_name",
     "default_cache_dir",
     "setup_logging",
 ]
@@ -72,3 +74,13 @@ def codec_name(text: str) -> str:
         return parse_codec(text).name
     except ConfigError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--update-codec'") from exc
+
+
+def download_codec_name(text: str | None) -> str | None:
+    """``--download-codec``: canonical, deterministic; ``None``/``raw`` for whole models."""
+    if text is None or text == "raw":
+        return None
+    try:
+        return check_download_codec(text)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--download-codec'") from exc

@@ -24,6 +24,7 @@ from fedlearn.cli.common import (
     LogLevelOpt,
     codec_name,
     default_cache_dir,
+    download_codec_name,
     setup_logging,
 )
 from fedlearn.core.strategy import make_strategy
@@ -95,6 +96,14 @@ def coordinator(
             "the client). Uncompressed updates are always accepted.",
         ),
     ] = "raw",
+    download_codec: Annotated[
+        str | None,
+        typer.Option(
+            help="Send clients that hold the previous model only the compressed change "
+            "(e.g. int8, or topk:0.1+int8); others get the whole model. Deterministic "
+            "codecs only. [default: whole models]",
+        ),
+    ] = None,
     lr_decay: Annotated[
         float,
         typer.Option(
@@ -208,6 +217,7 @@ def coordinator(
             learning_rate=lr,
             codec=codec_name(update_codec),
         ),
+        download_codec=download_codec_name(download_codec),
         lr_decay=lr_decay,
         round_timeout_s=round_timeout,
         seed=seed,

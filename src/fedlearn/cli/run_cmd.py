@@ -25,6 +25,7 @@ from fedlearn.cli.common import (
     LogLevelOpt,
     codec_name,
     default_cache_dir,
+    download_codec_name,
     setup_logging,
 )
 from fedlearn.cli.processes import ProcessGroup, fedlearn_command
@@ -67,6 +68,10 @@ def run(
     update_codec: Annotated[
         str, typer.Option(help="Update codec, e.g. topk:0.01+int8 (see fedlearn coordinator).")
     ] = "raw",
+    download_codec: Annotated[
+        str | None,
+        typer.Option(help="Global model deltas codec, e.g. int8 (see fedlearn coordinator)."),
+    ] = None,
     lr_decay: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Per-round learning rate multiplier.")
     ] = 1.0,
@@ -133,6 +138,7 @@ def run(
             "--min-clients", clients, "--local-epochs", local_epochs,
             "--batch-size", batch_size, "--lr", lr, "--lr-decay", lr_decay, "--strategy", strategy,
             "--update-codec", codec_name(update_codec),
+            *(["--download-codec", download_codec_name(download_codec)] if download_codec else []),
             "--server-momentum", server_momentum, "--server-lr", server_lr,
             "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
             "--test-dataset", dataset,
@@ -156,7 +162,7 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
         "batch_size", "lr", "lr_decay", "strategy", "server_momentum", "server_lr", "holdout", "seed",
-        "threads", "update_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
+        "threads", "update_codec", "download_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
     )  # fmt: skip
     return {k: values[k] for k in keys}
 

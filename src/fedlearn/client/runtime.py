@@ -28,14 +28,16 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from fedlearn.client.checkpoints import RoundCheckpoints, round_key
 from fedlearn.client.compression import UpdateEncoder
 from fedlearn.client.memory import train_with_smaller_batches
 from fedlearn.client.outbox import Outbox, OutboxEntry
 from fedlearn.client.recovery import Recovery
-from fedlearn.core.serialization import decode_weights
-from fedlearn.core.types import ClientCapabilities, EvalResult, RoundConfig, Weights
+from fedlearn.core.downstream import apply_delta, unflatten
+from fedlearn.core.serialization import decode_weights, encode_weights
+from fedlearn.core.types import ClientCapabilities, EvalResult, RoundConfig, TensorSpec, Weights
 from fedlearn.errors import (
     ConflictError,
     NotFoundError,
@@ -44,7 +46,7 @@ from fedlearn.errors import (
     TransportError,
     UpdateRejectedError,
 )
-from fedlearn.service.messages import Task, TaskKind, UpdateSubmission
+from fedlearn.service.messages import GlobalModelBlob, Task, TaskKind, UpdateSubmission
 from fedlearn.service.ports import CoordinatorApi
 
 __all__ = ["ClientOptions", "ClientReport", "ClientRuntime", "Trainer", "TrainOutcome"]
@@ -92,6 +94,15 @@ class ClientReport:
     last_round: int
 
 
+@dataclass(frozen=True, slots=True)
+class _HeldModel:
+    """The last global model this client downloaded, as the coordinator identifies it."""
+
+    sha256: str
+    vector: npt.NDArray[np.float32]
+    specs: tuple[TensorSpec, ...]
+
+
 class ClientRuntime:
     """Runs one client until the coordinator says the run is finished."""
 
@@ -113,6 +124,7 @@ class ClientRuntime:
         self._outbox: Outbox | None = self._recovery.state.outbox if self._recovery.state else None
         self._run_id = ""
         self._flush_needed = self._outbox is not None
+        self._held: _HeldModel | None = None
         state = self._recovery.state
         self._encoder = UpdateEncoder(
             state_dir=state.directory if state is not None else None, rng=np.random.default_rng()
@@ -248,12 +260,10 @@ class ClientRuntime:
     def _train_round(self, client_id: str, task: Task) -> bool:
         assert task.config is not None and self._trainer is not None
         try:
-            blob = self._api.download_model(client_id, task.round_number)
+            base, digest = self._download(client_id, task.round_number)
         except StaleRoundError:
             return False
         trainer = self._trainer
-        base = {k: np.array(v) for k, v in decode_weights(blob.payload).tensors.items()}
-        digest = _digest(blob.payload)
         trainer.set_weights(base)
         evaluation = trainer.evaluate_holdout()
         checkpoints = self._checkpoints(client_id, task.round_number, digest)
@@ -292,6 +302,48 @@ class ClientRuntime:
         if self._on_round is not None:
             self._on_round(task.round_number, outcome)
         return True
+
+    def _download(self, client_id: str, round_number: int) -> tuple[dict[str, np.ndarray], str]:
+        """The round's model as named tensors, and its identity (SHA-256 of its FLW1 form).
+
+        The model held from the last round is offered to the coordinator, which may
+        answer with a compressed delta from it (a download codec); the rebuilt model
+        must then hash to the identity the coordinator announced; if it does not,
+        the model is downloaded again in full.
+        """
+        held = self._held
+        blob = self._api.download_model(
+            client_id, round_number, have_sha256=held.sha256 if held else ""
+        )
+        if blob.base_sha256:
+            if held is None:
+                raise ConflictError("the coordinator sent a delta although no model was offered")
+            rebuilt = self._rebuild(held, blob)
+            if rebuilt is None:
+                logger.warning("could not rebuild the model from its delta: downloading it whole")
+                self._held = None
+                return self._download(client_id, round_number)
+            vector, digest, specs = rebuilt, blob.model_sha256, held.specs
+        else:
+            decoded = decode_weights(blob.payload)
+            specs = decoded.specs
+            vector = np.ascontiguousarray(decoded.flat("float32"), dtype=np.float32)
+            digest = _digest(blob.payload)
+        self._held = _HeldModel(digest, vector, specs)
+        return {k: np.array(v) for k, v in unflatten(vector, specs).items()}, digest
+
+    @staticmethod
+    def _rebuild(held: _HeldModel, blob: GlobalModelBlob) -> npt.NDArray[np.float32] | None:
+        """``held`` plus the delta in ``blob``; ``None`` unless that is the announced model."""
+        if blob.base_sha256 != held.sha256:
+            return None
+        try:
+            vector = apply_delta(held.vector, blob.payload)
+        except UpdateRejectedError:
+            return None
+        if _digest(encode_weights(unflatten(vector, held.specs))) != blob.model_sha256:
+            return None
+        return vector
 
     def _encode(self, delta: dict[str, np.ndarray], codec: str) -> bytes:
         """The update in the run's codec, or uncompressed if this client does not know it."""

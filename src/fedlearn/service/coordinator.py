@@ -10,6 +10,7 @@ the open round is rebuilt from its stored updates.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -20,6 +21,7 @@ import numpy as np
 
 from fedlearn.core.aggregation import StreamingFedAvg
 from fedlearn.core.central_dp import Aggregator, NoiseSource
+from fedlearn.core.downstream import ServedModel, check_download_codec, serve
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
 from fedlearn.core.schedule import round_config_for
 from fedlearn.core.types import (
@@ -125,6 +127,9 @@ class Coordinator:
         )
         self._privacy = PrivacyBook(config.run_id, runs, require_dp=config.require_dp)
         self._global = state.global_model
+        self._served: ServedModel | None = None
+        if config.download_codec is not None:
+            check_download_codec(config.download_codec)
         self._open = state.open_round
         self._last_round = state.last_round
         self._completed = state.completed_rounds
@@ -249,8 +254,14 @@ class Coordinator:
             )
         return Task(TaskKind.WAIT)
 
-    def get_global_model(self, client_id: str, round_number: int = 0) -> GlobalModelBlob:
-        """The global model a round starts from (``0``: the latest one)."""
+    def get_global_model(
+        self, client_id: str, round_number: int = 0, *, have_sha256: str = ""
+    ) -> GlobalModelBlob:
+        """The global model a round starts from (``0``: the latest one).
+
+        With a download codec, a client that holds the version served before
+        (``have_sha256``) gets the compressed difference instead of the model.
+        """
         self._require_client(client_id)
         with self._cond:
             open_ = self._open
@@ -259,10 +270,36 @@ class Coordinator:
                     f"round {round_number} is not open"
                     + (f" (round {open_.number} is)" if open_ else "")
                 )
-            blob = self._global.blob
+            blob = self._served_blob(have_sha256)
             if open_ is not None:
                 open_.bytes_down += len(blob.payload)
         return blob
+
+    def _served_blob(self, have_sha256: str) -> GlobalModelBlob:
+        codec = self.config.download_codec
+        if codec is None:
+            return self._global.blob
+        number = self._global.round_number
+        served = self._served
+        if served is None or served.round_number != number:
+            previous = served if served is not None and served.round_number < number else None
+            served = serve(
+                self._global.vector,
+                round_number=number,
+                specs=self._specs,
+                codec=codec,
+                previous=previous,
+            )
+            self._served = served
+        if served.delta is not None and have_sha256 and have_sha256 == served.base_sha256:
+            return GlobalModelBlob(
+                number,
+                served.delta,
+                hashlib.sha256(served.delta).hexdigest(),
+                base_sha256=served.base_sha256,
+                model_sha256=served.sha256,
+            )
+        return GlobalModelBlob(number, served.payload, served.sha256)
 
     def record_download(self, round_number: int, seconds: float) -> None:
         """Count ``seconds`` of model streaming against the round, if it is still open."""

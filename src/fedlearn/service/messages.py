@@ -55,6 +55,8 @@ class CoordinatorConfig:
     central_dp: CentralDpConfig | None = None
     """Central, user-level DP (DP-FedAvg): clip each update, noise the aggregate and
     account epsilon over rounds; ``None``: off. Needs a noise source."""
+    download_codec: str | None = None
+    """Send clients quantised deltas of the global model (see ``core.downstream``)."""
 
 
 class TaskKind(enum.Enum):
@@ -80,6 +82,11 @@ class GlobalModelBlob:
     round_number: int
     payload: bytes
     sha256: str
+    """SHA-256 of ``payload``."""
+    base_sha256: str = ""
+    """Set when ``payload`` is a delta: the identity of the model it applies to."""
+    model_sha256: str = ""
+    """Set for a delta: the SHA-256 of the full (``FLW1``) model it rebuilds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,26 +79,34 @@ class EncodedModelCache:
     """The serialized ``ModelChunk`` messages of the latest global model.
 
     Every client of a round downloads the same model: it is cut and serialized
-    once per version, and each download streams the same ``bytes``.
+    once per version, and each download streams the same ``bytes``. With a
+    download codec a version goes out in two forms (in full, and as a delta from
+    the version before), so the last few payloads are kept.
     """
+
+    KEEP = 4
 
     def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
         self._chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
-        self._key: tuple[int, str] | None = None
-        self._messages: tuple[bytes, ...] = ()
+        self._cache: dict[tuple[int, str], tuple[bytes, ...]] = {}
 
     def chunks(self, blob: GlobalModelBlob) -> tuple[bytes, ...]:
         key = (blob.round_number, blob.sha256)
         with self._lock:
-            if key != self._key:
-                self._messages = self._encode(blob)
-                self._key = key
-            return self._messages
+            messages = self._cache.pop(key, None) or self._encode(blob)
+            self._cache[key] = messages  # most recently used last
+            while len(self._cache) > self.KEEP:
+                del self._cache[next(iter(self._cache))]
+            return messages
 
     def _encode(self, blob: GlobalModelBlob) -> tuple[bytes, ...]:
         header = pb.BlobHeader(
-            round_number=blob.round_number, total_bytes=len(blob.payload), sha256=blob.sha256
+            round_number=blob.round_number,
+            total_bytes=len(blob.payload),
+            sha256=blob.sha256,
+            base_sha256=blob.base_sha256,
+            model_sha256=blob.model_sha256,
         )
         first = pb.ModelChunk(header=header).SerializeToString()
         rest = (

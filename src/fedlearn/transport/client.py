@@ -131,8 +131,12 @@ class GrpcCoordinatorClient:
         )
         return convert.task_from_proto(reply)
 
-    def download_model(self, client_id: str, round_number: int) -> GlobalModelBlob:
-        request = pb.ModelRequest(client_id=client_id, round_number=round_number)
+    def download_model(
+        self, client_id: str, round_number: int, *, have_sha256: str = ""
+    ) -> GlobalModelBlob:
+        request = pb.ModelRequest(
+            client_id=client_id, round_number=round_number, have_sha256=have_sha256
+        )
         return self._call("download", lambda: self._download(request))
 
     def _download(self, request: pb.ModelRequest) -> GlobalModelBlob:
@@ -144,7 +148,13 @@ class GrpcCoordinatorClient:
         assembler = Assembler(header.total_bytes, header.sha256, max_bytes=self._max_payload)
         for chunk in stream:
             assembler.add(chunk.data)
-        return GlobalModelBlob(header.round_number, assembler.finish(), header.sha256)
+        return GlobalModelBlob(
+            header.round_number,
+            assembler.finish(),
+            header.sha256,
+            base_sha256=header.base_sha256,
+            model_sha256=header.model_sha256,
+        )
 
     def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
         sha = hashlib.sha256(submission.payload).hexdigest()

@@ -152,7 +152,10 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
     ) -> AsyncIterator[bytes]:
         async with _translated(context):
             blob = await self._run(
-                self._coordinator.get_global_model, request.client_id, request.round_number
+                self._coordinator.get_global_model,
+                request.client_id,
+                request.round_number,
+                have_sha256=request.have_sha256,
             )
         if not await _acquire(self._download_slots, self._options.download_slot_wait_s):
             await context.abort(

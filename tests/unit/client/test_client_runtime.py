@@ -65,7 +65,7 @@ class FakeApi:
             raise NotFoundError("unknown client")
         return self.tasks.pop(0)
 
-    def download_model(self, client_id, round_number):
+    def download_model(self, client_id, round_number, have_sha256=""):
         if round_number in self.stale:
             raise StaleRoundError("closed")
         return GlobalModelBlob(round_number - 1, encode_weights(BASE), "x")

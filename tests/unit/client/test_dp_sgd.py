@@ -210,7 +210,7 @@ class MlpApi:
     def poll_task(self, client_id, *, wait_s):
         return self.tasks.pop(0)
 
-    def download_model(self, client_id, round_number):
+    def download_model(self, client_id, round_number, have_sha256=""):
         return GlobalModelBlob(round_number - 1, self.payload, "x")
 
     def submit_update(self, submission):

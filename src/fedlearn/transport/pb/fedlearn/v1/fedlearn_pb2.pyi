@@ -109,22 +109,28 @@ class TaskResponse(_message.Message):
     def __init__(self, kind: _Optional[_Union[TaskResponse.Kind, str]] = ..., round_number: _Optional[int] = ..., config: _Optional[_Union[RoundConfig, _Mapping]] = ..., deadline_unix: _Optional[float] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
-    __slots__ = ("client_id", "round_number")
+    __slots__ = ("client_id", "round_number", "have_sha256")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    HAVE_SHA256_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round_number: int
-    def __init__(self, client_id: _Optional[str] = ..., round_number: _Optional[int] = ...) -> None: ...
+    have_sha256: str
+    def __init__(self, client_id: _Optional[str] = ..., round_number: _Optional[int] = ..., have_sha256: _Optional[str] = ...) -> None: ...
 
 class BlobHeader(_message.Message):
-    __slots__ = ("round_number", "total_bytes", "sha256")
+    __slots__ = ("round_number", "total_bytes", "sha256", "base_sha256", "model_sha256")
     ROUND_NUMBER_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
     round_number: int
     total_bytes: int
     sha256: str
-    def __init__(self, round_number: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    base_sha256: str
+    model_sha256: str
+    def __init__(self, round_number: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., base_sha256: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("header", "data")
