@@ -39,9 +39,10 @@ BENCHMARKS = {
     "accuracy": "benchmarks.accuracy",
     "chaos": "benchmarks.chaos",
     "privacy_attacks": "benchmarks.privacy_attacks",
+    "dp_accuracy": "benchmarks.dp_accuracy",
 }
 """Run by default, in this order."""
-OPTIONAL = {"flower": "benchmarks.flower_compare"}
+OPTIONAL = {"flower": "benchmarks.flower_compare", "compression": "benchmarks.compression"}
 """Run only when named (they install things or take long)."""
 
 

@@ -10,7 +10,6 @@ the open round is rebuilt from its stored updates.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 import uuid
@@ -21,7 +20,6 @@ import numpy as np
 
 from fedlearn.core.aggregation import StreamingFedAvg
 from fedlearn.core.central_dp import Aggregator, NoiseSource
-from fedlearn.core.downstream import ServedModel, check_download_codec, serve
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
 from fedlearn.core.schedule import round_config_for
 from fedlearn.core.types import (
@@ -66,6 +64,7 @@ from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
 from fedlearn.service.privacy_ledger import PrivacyBook
 from fedlearn.service.recovery import ErrorRecoveryManager, Rollback
 from fedlearn.service.rejections import record_rejection
+from fedlearn.service.serving import ModelServing
 from fedlearn.service.signals import CountingCondition
 from fedlearn.service.startup import round_key, start_run
 
@@ -127,9 +126,7 @@ class Coordinator:
         )
         self._privacy = PrivacyBook(config.run_id, runs, require_dp=config.require_dp)
         self._global = state.global_model
-        self._served: ServedModel | None = None
-        if config.download_codec is not None:
-            check_download_codec(config.download_codec)
+        self._serving = ModelServing(config.download_codec)
         self._open = state.open_round
         self._last_round = state.last_round
         self._completed = state.completed_rounds
@@ -270,36 +267,10 @@ class Coordinator:
                     f"round {round_number} is not open"
                     + (f" (round {open_.number} is)" if open_ else "")
                 )
-            blob = self._served_blob(have_sha256)
+            blob = self._serving.blob(self._global, have_sha256=have_sha256)
             if open_ is not None:
                 open_.bytes_down += len(blob.payload)
         return blob
-
-    def _served_blob(self, have_sha256: str) -> GlobalModelBlob:
-        codec = self.config.download_codec
-        if codec is None:
-            return self._global.blob
-        number = self._global.round_number
-        served = self._served
-        if served is None or served.round_number != number:
-            previous = served if served is not None and served.round_number < number else None
-            served = serve(
-                self._global.vector,
-                round_number=number,
-                specs=self._specs,
-                codec=codec,
-                previous=previous,
-            )
-            self._served = served
-        if served.delta is not None and have_sha256 and have_sha256 == served.base_sha256:
-            return GlobalModelBlob(
-                number,
-                served.delta,
-                hashlib.sha256(served.delta).hexdigest(),
-                base_sha256=served.base_sha256,
-                model_sha256=served.sha256,
-            )
-        return GlobalModelBlob(number, served.payload, served.sha256)
 
     def record_download(self, round_number: int, seconds: float) -> None:
         """Count ``seconds`` of model streaming against the round, if it is still open."""
