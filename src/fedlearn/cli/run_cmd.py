@@ -138,7 +138,7 @@ def run(
             "--min-clients", clients, "--local-epochs", local_epochs,
             "--batch-size", batch_size, "--lr", lr, "--lr-decay", lr_decay, "--strategy", strategy,
             "--update-codec", codec_name(update_codec),
-            *(["--download-codec", download_codec_name(download_codec)] if download_codec else []),
+            *(["--download-codec", name] if (name := download_codec_name(download_codec)) else []),
             "--server-momentum", server_momentum, "--server-lr", server_lr,
             "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
             "--test-dataset", dataset,
