@@ -126,7 +126,7 @@ class Coordinator:
         )
         self._privacy = PrivacyBook(config.run_id, runs, require_dp=config.require_dp)
         self._global = state.global_model
-        self._serving = ModelServing(config.download_codec)
+        self._serving = ModelServing(config.download_codec, store=models, key_of=self._key)
         self._open = state.open_round
         self._last_round = state.last_round
         self._completed = state.completed_rounds

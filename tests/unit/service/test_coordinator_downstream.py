@@ -195,3 +195,18 @@ def test_without_a_download_codec_the_global_model_is_sent_whole_as_stored():
 def test_a_coordinator_refuses_a_stochastic_download_codec():
     with pytest.raises(ConfigError, match="stochastic"):
         BigWorld(download_codec="int8:round=stochastic")
+
+
+def test_a_restarted_coordinator_serves_the_same_version_and_keeps_sending_deltas(world):
+    world.coordinator.get_global_model("a", 1)
+    _close_round(world, 1)
+    round_one = world.coordinator.get_global_model("a", 2)
+    assert round_one.base_sha256 == ""  # nothing offered: the whole served version
+
+    world.restart()
+    again = world.coordinator.get_global_model("a", 2)
+    assert again.payload == round_one.payload  # the chained version, not the exact global
+    _close_round(world, 2)
+    delta = world.coordinator.get_global_model("a", 3, have_sha256=round_one.sha256)
+    assert delta.base_sha256 == round_one.sha256
+    assert _sha(_rebuild(round_one.payload, delta)) == delta.model_sha256
