@@ -222,6 +222,18 @@ class Coordinator:
         """
         return self._cond.wait_past(seen, timeout_s)
 
+    def task_epoch(self) -> tuple[object, ...]:
+        """A value that changes whenever ``poll_task`` may answer a waiting client differently.
+
+        Most broadcasts (an accepted update, a download) change nothing for clients
+        that wait for a task; a server that wakes its waiting polls only when this
+        value moves saves a thousand needless polls per accepted update.
+        """
+        with self._cond:
+            open_ = self._open
+            opened = None if open_ is None else (open_.number, open_.record.started_at)
+            return (opened, self._run_state(), self._pending_evaluations == 0)
+
     def poll_task(self, client_id: str, *, wait_s: float = 0.0) -> Task:
         """The client's next task, waiting up to ``wait_s`` seconds for one."""
         self._require_client(client_id)

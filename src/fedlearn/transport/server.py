@@ -384,11 +384,17 @@ class CoordinatorServer:
                 logger.exception("round deadline check failed")
 
     def _watch(self) -> None:
+        """Wake the waiting polls when a broadcast changed what they may be told."""
         seen = self._coordinator.wait_for_change(-1, timeout_s=0)
+        epoch = self._coordinator.task_epoch()
         while not self._stop.is_set():
             now = self._coordinator.wait_for_change(seen, timeout_s=0.5)
-            if now != seen:
-                seen = now
+            if now == seen:
+                continue
+            seen = now
+            current = self._coordinator.task_epoch()
+            if current != epoch:
+                epoch = current
                 self._loop.call_soon_threadsafe(self._changes.fire)
 
     def wait_until_finished(self, poll_s: float = 0.2) -> None:
