@@ -10,7 +10,8 @@ third-party errors are translated at the edges with ``raise ... from exc``::
     │   └── ChecksumError       a downloaded file whose SHA-256 does not match
     ├── NotFoundError           an unknown client, round, run or model
     ├── ConflictError           a request that does not fit the current state
-    │   └── StaleRoundError     an update for a round that is not open
+    │   ├── StaleRoundError     an update for a round that is not open
+    │   └── FencedError         a write whose lease token is older than the newest issued
     ├── UpdateRejectedError     an update that fails validation (``reason`` says why)
     ├── StorageError            the database or model store failed
     └── TransportError          the coordinator could not be reached
@@ -24,6 +25,7 @@ __all__ = [
     "ConflictError",
     "DataError",
     "FedLearnError",
+    "FencedError",
     "NotFoundError",
     "PrivacyBudgetExhaustedError",
     "StaleRoundError",
@@ -84,6 +86,23 @@ class ConflictError(FedLearnError):
 
 class StaleRoundError(ConflictError):
     """An update or request for a round that is not the open one."""
+
+
+class FencedError(ConflictError):
+    """A write guarded by a lease token that is no longer the newest for its lease.
+
+    Another holder acquired the lease since (``name``), so the writer, perhaps a
+    replica that was paused or cut off while its lease expired, must stop. ``token``
+    is the refused token; ``reason`` is ``"fenced"``.
+    """
+
+    def __init__(self, name: str, token: int) -> None:
+        super().__init__(
+            f"lease {name!r}: token {token} is not the newest; another holder took over",
+            reason="fenced",
+        )
+        self.name = name
+        self.token = token
 
 
 class UpdateRejectedError(FedLearnError):

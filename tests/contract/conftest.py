@@ -2,17 +2,21 @@
 
 PostgreSQL tests get a fresh schema each (see ``fedlearn.persistence.testing``)
 on ``$FEDLEARN_TEST_POSTGRES_URL`` (default ``postgres@127.0.0.1:5432/test``).
-When the server is unreachable they are skipped, or fail when ``CI=true``.
+Redis tests get a key prefix of their own on ``$FEDLEARN_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``), whose keys are deleted afterwards.
+When a server is unreachable its tests are skipped, or fail when ``CI=true``.
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import redis
 
 from fedlearn.errors import StorageError
 from fedlearn.persistence import (
@@ -27,14 +31,20 @@ from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgr
 from fedlearn.service.ports import ModelStore, RunStore
 
 POSTGRES_URL = os.environ.get("FEDLEARN_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+REDIS_URL = os.environ.get("FEDLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 _unavailable: list[str] = []  # the first connection error, so later tests do not wait
+_redis_unavailable: list[str] = []
 
 
-def _postgres_unavailable(reason: str) -> None:
-    message = f"PostgreSQL is needed for this test: {reason}"
+def _server_unavailable(server: str, reason: str) -> None:
+    message = f"{server} is needed for this test: {reason}"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def _postgres_unavailable(reason: str) -> None:
+    _server_unavailable("PostgreSQL", reason)
 
 
 @pytest.fixture
@@ -49,6 +59,34 @@ def postgres_url() -> Iterator[str]:
             _unavailable.append(str(exc))
             _postgres_unavailable(str(exc))
         yield url
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """A client of the test Redis server (replies as bytes; the stores accept both)."""
+    if _redis_unavailable:
+        _server_unavailable("Redis", _redis_unavailable[0])
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        _redis_unavailable.append(f"{REDIS_URL}: {exc}")
+        _server_unavailable("Redis", _redis_unavailable[0])
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix(redis_client: redis.Redis) -> Iterator[str]:
+    """A key prefix used by this test alone; its keys are deleted afterwards."""
+    prefix = f"fedlearn-test:{uuid.uuid4().hex[:16]}:"
+    yield prefix
+    keys = list(redis_client.scan_iter(match=f"{prefix}*", count=500))
+    if keys:
+        redis_client.delete(*keys)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ __all__ = [
     "ClientRecord",
     "ComputePowerLevel",
     "EvalResult",
+    "Lease",
     "PrivacyConfig",
     "PrivacySpend",
     "RejectionRecord",
@@ -37,6 +38,24 @@ class ComputePowerLevel(enum.Enum):
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A time-limited, exclusive right to act for ``name`` (a round, say), held by ``holder``.
+
+    ``token`` is the lease's fencing token: every successful acquisition of a name gets
+    a larger one than all before it, so storage can refuse a write that carries a
+    token older than the newest issued. ``expires_at`` is the expiry in seconds since
+    the epoch by the lease store's clock (for Redis, the server's), for information:
+    the store alone decides whether a lease is still held.
+    """
+
+    name: str
+    holder: str
+    _: KW_ONLY
+    token: int
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from fedlearn.core.types import (
     ClientCapabilities,
     ClientRecord,
     EvalResult,
+    Lease,
     PrivacySpend,
     RejectionRecord,
     RoundRecord,
@@ -30,7 +31,15 @@ from fedlearn.service.messages import (
     UpdateSubmission,
 )
 
-__all__ = ["Clock", "CoordinatorApi", "Evaluator", "ModelStore", "RunStore"]
+__all__ = [
+    "Clock",
+    "CoordinatorApi",
+    "Evaluator",
+    "LeaseStore",
+    "LivenessStore",
+    "ModelStore",
+    "RunStore",
+]
 
 
 class Clock(Protocol):
@@ -158,3 +167,58 @@ class CoordinatorApi(Protocol):
     def submit_update(self, submission: UpdateSubmission) -> UpdateAck: ...
 
     def status(self) -> TrainingStatus: ...
+
+
+class LeaseStore(Protocol):
+    """Named leases with fencing tokens, shared by the replicas of a coordinator cluster.
+
+    A lease is held by one holder at a time until it is released or its time to live
+    runs out. Every successful :meth:`acquire` of a name issues a fencing token larger
+    than every token issued for that name before, also after the lease expired or was
+    released, so a replica that was paused or cut off past its lease can be refused:
+    a token stays valid (:meth:`check_token`) until a newer one is issued, and a write
+    that must not race a new holder checks it (``fedlearn.service.leases.fenced``).
+
+    Errors: ``ValueError`` for a time to live that is not positive, ``StorageError``
+    for a backend failure.
+    """
+
+    def acquire(self, name: str, holder: str, ttl_s: float) -> Lease | None:
+        """Take the lease if nobody holds it (set-if-absent with expiry), with a fresh
+        token; ``None`` if it is held, by this holder too (use :meth:`renew`)."""
+        ...
+
+    def renew(self, lease: Lease, ttl_s: float) -> bool:
+        """Extend the lease to ``ttl_s`` from now; ``False`` (and no change) unless it
+        is still held by ``lease.holder`` with ``lease.token``."""
+        ...
+
+    def release(self, lease: Lease) -> bool:
+        """Give the lease up; ``False`` (and no change) unless it is still held by
+        ``lease.holder`` with ``lease.token``. The token stays the newest issued."""
+        ...
+
+    def current(self, name: str) -> Lease | None:
+        """The lease on ``name`` as it is now, ``None`` if nobody holds it."""
+        ...
+
+    def check_token(self, name: str, token: int) -> bool:
+        """Whether ``token`` is the newest token issued for ``name``."""
+        ...
+
+
+class LivenessStore(Protocol):
+    """Which clients were heard from lately, shared by the replicas of a coordinator.
+
+    One store holds one group of clients (a run's, say). Errors: ``ValueError`` for a
+    time to live that is not positive, ``StorageError`` for a backend failure.
+    """
+
+    def heartbeat(self, client_id: str, ttl_s: float) -> None:
+        """Count the client alive for ``ttl_s`` from now (a later heartbeat replaces
+        the earlier one, also with a shorter time to live)."""
+        ...
+
+    def alive(self) -> frozenset[str]:
+        """The clients whose last heartbeat has not expired."""
+        ...

@@ -1,0 +1,23 @@
+"""Cache adapters: what the replicas of a coordinator cluster share and need fast.
+
+- :class:`RedisLeaseStore` (the ``LeaseStore`` port: leases with fencing tokens) and
+  :class:`InMemoryLeaseStore` for tests and a coordinator that runs alone;
+- :class:`RedisLivenessStore` (the ``LivenessStore`` port: client heartbeats) and
+  :class:`InMemoryLivenessStore`.
+
+Nothing here connects at import: the caller builds the ``redis.Redis`` client.
+"""
+
+from __future__ import annotations
+
+from fedlearn.cache.memory_lease import InMemoryLeaseStore
+from fedlearn.cache.memory_liveness import InMemoryLivenessStore
+from fedlearn.cache.redis_lease import RedisLeaseStore
+from fedlearn.cache.redis_liveness import RedisLivenessStore
+
+__all__ = [
+    "InMemoryLeaseStore",
+    "InMemoryLivenessStore",
+    "RedisLeaseStore",
+    "RedisLivenessStore",
+]
