@@ -421,6 +421,30 @@ def test_add_update_with_defaults_and_no_blob_round_trips(store: RunStore) -> No
     assert store.get_update("run-a", "u1") == update
 
 
+def test_codecs_compression_ratios_and_raw_bytes_round_trip(store: RunStore) -> None:
+    codec = "topk:0.01+int8:block=256,round=stochastic"
+    config = RoundConfig(local_epochs=2, batch_size=64, learning_rate=0.01, codec=codec)
+    store.create_round(make_round(1, config=config))
+    assert store.get_round("run-a", 1) == make_round(1, config=config)
+    compressed = make_update("u1", codec=codec, compression_ratio=187.53125, wire_bytes=2_169)
+    raw = make_update("u2", client_id="c2", codec="raw", compression_ratio=0.99875)
+    store.add_update(compressed)
+    store.add_update(raw)
+    completed = make_round(
+        1,
+        config=config,
+        status=RoundStatus.COMPLETED,
+        bytes_up=2_169 + 3 * 2**31,
+        raw_bytes_up=6 * 2**31,
+    )
+    store.save_round(completed)
+
+    assert store.get_update("run-a", "u1") == compressed
+    assert store.list_updates("run-a", 1) == [compressed, raw]
+    assert store.get_round("run-a", 1) == completed
+    assert store.list_rounds("run-a") == [completed]
+
+
 def test_add_update_with_a_taken_id_raises_conflict_and_keeps_the_first(store: RunStore) -> None:
     store.create_round(make_round(1))
     store.create_round(make_round(2))
