@@ -138,6 +138,7 @@ def test_upsert_client_stores_every_capability(store: RunStore) -> None:
         supported_models=("cnn-mnist", "mlp"),
         privacy=PrivacyConfig(epsilon=3.5, delta=1e-5, max_grad_norm=1.25, noise_multiplier=0.9),
         budget_exhausted=True,
+        codecs=("topk", "int8", "sign"),
     )
     store.upsert_client(client)
     assert store.get_client("run-a", "c1") == client

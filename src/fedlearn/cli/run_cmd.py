@@ -113,6 +113,8 @@ def run(
         rounds=rounds,
         clients=clients,
     )
+    update_codec = codec_name(update_codec)  # bad names stop here, before anything is made
+    download_codec = download_codec_name(download_codec)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(DataSettings(dataset, data_dir, default_cache_dir(cache_dir)))
     console.print(
@@ -137,8 +139,8 @@ def run(
             "--run-id", run_id, "--model", model, "--rounds", rounds,
             "--min-clients", clients, "--local-epochs", local_epochs,
             "--batch-size", batch_size, "--lr", lr, "--lr-decay", lr_decay, "--strategy", strategy,
-            "--update-codec", codec_name(update_codec),
-            *(["--download-codec", name] if (name := download_codec_name(download_codec)) else []),
+            "--update-codec", update_codec,
+            *(["--download-codec", download_codec] if download_codec else []),
             "--server-momentum", server_momentum, "--server-lr", server_lr,
             "--round-timeout", round_timeout, "--seed", seed, "--log-level", log_level,
             "--test-dataset", dataset,

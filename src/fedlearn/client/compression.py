@@ -3,8 +3,13 @@
 With a lossy codec (top-k, int8, sign, ...) what the codec drops is not thrown
 away: it is kept as a residual and added to the next round's update before
 encoding (error feedback), so it is only delayed. The residual lives in memory
-and, when the client has a state folder, in ``STATE_DIR/error_feedback.bin``
-(written atomically), so that a restarted client does not lose it either.
+and, when the client has a state folder, in ``STATE_DIR/runs/RUN/error_feedback.bin``
+(written atomically), so that a restarted client does not lose it either, and a
+new run does not inherit an old one's.
+
+The residual is updated when the update is encoded, not when it is acknowledged:
+an update that never lands (refused, or too late for its round) loses what it
+carried, as an uncompressed one would.
 """
 
 from __future__ import annotations
@@ -33,9 +38,20 @@ class UpdateEncoder:
     """Turns a model delta into the payload of an update."""
 
     def __init__(self, *, state_dir: Path | None, rng: np.random.Generator) -> None:
+        self._state_dir = state_dir
         self._path = state_dir / RESIDUAL_FILE if state_dir is not None else None
         self._rng = rng
         self._state: ErrorFeedbackState | None = None
+        self._run_id = ""
+
+    def use_run(self, run_id: str) -> None:
+        """Keep the residual of run ``run_id`` (apart from other runs' residuals)."""
+        if run_id != self._run_id:
+            self._run_id, self._state = run_id, None
+        if self._state_dir is not None:
+            folder = self._state_dir / "runs" / run_id
+            folder.mkdir(parents=True, exist_ok=True)
+            self._path = folder / RESIDUAL_FILE
 
     def encode(self, delta: Mapping[str, npt.NDArray[np.float32]], codec: str) -> bytes:
         """``FLW1`` named tensors for ``raw``; else the ``FLC1`` flat vector, tensor order kept."""

@@ -149,6 +149,7 @@ class ClientRuntime:
             registration.model_name,
         )
         self._run_id = registration.run_id
+        self._encoder.use_run(registration.run_id)
         if self._trainer is None:
             self._trainer = self._trainer_factory(registration.model_name)
         return registration.client_id

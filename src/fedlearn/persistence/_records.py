@@ -161,6 +161,7 @@ def client_to_row(client: ClientRecord) -> dict[str, Any]:
         "network_bandwidth_mbps": caps.network_bandwidth_mbps,
         "available_samples": caps.available_samples,
         "supported_models": list(caps.supported_models),
+        "codecs": list(caps.codecs),
         "privacy_epsilon": caps.privacy.epsilon,
         "privacy_delta": caps.privacy.delta,
         "privacy_max_grad_norm": caps.privacy.max_grad_norm,
@@ -183,6 +184,7 @@ def client_from_row(row: Row) -> ClientRecord:
         network_bandwidth_mbps=row["network_bandwidth_mbps"],
         available_samples=row["available_samples"],
         supported_models=tuple(row["supported_models"]),
+        codecs=tuple(row["codecs"] or ()),
         privacy=privacy,
         budget_exhausted=bool(row["budget_exhausted"]),
     )

@@ -104,6 +104,8 @@ class ClientRow(Base):
     network_bandwidth_mbps: Mapped[int] = mapped_column(sa.Integer)
     available_samples: Mapped[int] = mapped_column(sa.Integer)
     supported_models: Mapped[list[str]] = mapped_column(sa.JSON)
+    # update codecs the client can encode; added by migration 0006
+    codecs: Mapped[list[str] | None] = mapped_column(sa.JSON)
     privacy_epsilon: Mapped[float] = mapped_column(Metric)
     privacy_delta: Mapped[float] = mapped_column(Metric)
     privacy_max_grad_norm: Mapped[float] = mapped_column(Metric)

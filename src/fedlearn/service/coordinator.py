@@ -20,6 +20,7 @@ import numpy as np
 
 from fedlearn.core.aggregation import StreamingFedAvg
 from fedlearn.core.central_dp import Aggregator, NoiseSource
+from fedlearn.core.codecs import parse_codec
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
 from fedlearn.core.schedule import round_config_for
 from fedlearn.core.types import (
@@ -90,6 +91,8 @@ class Coordinator:
         """``noise``: the source of central DP's noise and client selection, needed
         when ``config.central_dp`` is set (a cryptographically secure one in
         production: whoever can predict it can subtract the noise)."""
+        codec = parse_codec(config.round_config.codec).name  # the name headers carry
+        config = replace(config, round_config=replace(config.round_config, codec=codec))
         self.config = config
         self._runs = runs
         self._models = models

@@ -229,8 +229,9 @@ def test_client_that_knows_the_codec_sends_it_with_error_feedback(tmp_path):
 
     assert [read_header(s.payload).spec.name for s in api.submissions] == [CODEC, CODEC]
     sent = sum(_sent(s.payload) for s in api.submissions)
-    residual = _residual(tmp_path / "state")
+    residual = _residual(tmp_path / "state" / "runs" / "run")  # kept per run
     _close(sent + residual, _flat(_delta(1)) + _flat(_delta(2)))
+    assert not (tmp_path / "state" / RESIDUAL_FILE).exists()
 
 
 def test_client_sends_raw_in_a_raw_run_whatever_it_knows():
@@ -238,3 +239,17 @@ def test_client_sends_raw_in_a_raw_run_whatever_it_knows():
 
     (sub,) = api.submissions
     assert sub.payload[:4] == b"FLW1"
+
+
+def test_a_new_run_does_not_inherit_another_runs_residual(tmp_path):
+    encoder = _encoder(tmp_path)
+    encoder.use_run("first")
+    encoder.encode(_delta(1), CODEC)
+    assert encoder.residual_norm > 0
+
+    later = _encoder(tmp_path)
+    later.use_run("second")
+    delta = _delta(2)
+    payload = later.encode(delta, CODEC)
+
+    _close(_sent(payload) + _residual(tmp_path / "runs" / "second"), _flat(delta))

@@ -1,4 +1,4 @@
-"""Update compression: each update's codec, each round's codec and uncompressed bytes.
+"""Update compression: clients' codecs, each update's codec, each round's codec and raw bytes.
 
 Written by hand to match ``fedlearn.persistence.tables``; a unit test checks
 that autogenerate finds no difference.
@@ -22,6 +22,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("clients") as batch:
+        batch.add_column(sa.Column("codecs", sa.JSON(), nullable=True))
     with op.batch_alter_table("client_updates") as batch:
         batch.add_column(sa.Column("codec", sa.String(200), server_default="raw", nullable=False))
     with op.batch_alter_table("training_rounds") as batch:
@@ -37,3 +39,5 @@ def downgrade() -> None:
         batch.drop_column("codec")
     with op.batch_alter_table("client_updates") as batch:
         batch.drop_column("codec")
+    with op.batch_alter_table("clients") as batch:
+        batch.drop_column("codecs")
