@@ -69,7 +69,7 @@ def coordinator(
             envvar="FEDLEARN_RUN_ID", help="Run name; restarting with the same name resumes it."
         ),
     ] = "default",
-    model: Annotated[str, typer.Option(help="Model: cnn or mlp.")] = "cnn",
+    model: Annotated[str, typer.Option(help="Model: cnn, mlp or dpcnn.")] = "cnn",
     rounds: Annotated[int, typer.Option(min=1, help="Rounds to complete.")] = 10,
     min_clients: Annotated[
         int,

@@ -54,7 +54,9 @@ class _Plan:
 def run(
     clients: Annotated[int, typer.Option(min=1, help="Client processes to start.")] = 10,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds to train.")] = 50,
-    model: Annotated[str, typer.Option(help="cnn or mlp.")] = "cnn",
+    model: Annotated[
+        str, typer.Option(help="cnn, mlp, or dpcnn (a small tanh CNN for DP-SGD).")
+    ] = "cnn",
     dataset: DatasetOpt = "mnist",
     data_dir: DataDirOpt = None,
     cache_dir: CacheDirOpt = None,

@@ -17,6 +17,7 @@ from fedlearn.models.preprocess import (
 )
 from fedlearn.models.registry import (
     MODEL_NAMES,
+    DpCNN,
     MnistCNN,
     MnistMLP,
     build_model,
@@ -35,6 +36,7 @@ __all__ = [
     "MNIST_STD",
     "MODEL_NAMES",
     "NUM_CLASSES",
+    "DpCNN",
     "MnistCNN",
     "MnistMLP",
     "ModelFile",

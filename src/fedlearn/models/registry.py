@@ -7,6 +7,11 @@ and return ``[B, 10]`` logits:
   Deep Networks from Decentralized Data": two 5x5 convolutions (32 and 64 channels, 'same'
   padding) each followed by ReLU and 2x2 max pooling, a 512-unit ReLU layer and a
   10-way output. 1,663,370 parameters.
+* ``dpcnn``: the small tanh CNN that DP-SGD papers train on MNIST (Papernot et al., 2021,
+  "Tempered Sigmoid Activations"; Tramer and Boneh, 2021; Opacus's MNIST example): a 16
+  channel 8x8 convolution with stride 2, a 32 channel 4x4 convolution with stride 2, each
+  followed by tanh and 2x2 max pooling with stride 1, a 32-unit tanh layer and a 10-way
+  output. 26,010 parameters; no BatchNorm, so Opacus computes its per-example gradients.
 * ``mlp``: the paper's "2NN": 784-200-200-10 with ReLU. 199,210 parameters.
 """
 
@@ -23,6 +28,7 @@ from fedlearn.errors import ConfigError
 
 __all__ = [
     "MODEL_NAMES",
+    "DpCNN",
     "MnistCNN",
     "MnistMLP",
     "build_model",
@@ -56,6 +62,26 @@ class MnistCNN(nn.Module):
         return self.fc2(x)  # type: ignore[no-any-return]
 
 
+class DpCNN(nn.Module):
+    """The tanh CNN of the DP-SGD literature (26,010 parameters)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=8, stride=2, padding=3)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=4, stride=2)
+        self.pool = nn.MaxPool2d(2, stride=1)
+        self.tanh = nn.Tanh()
+        self.fc1 = nn.Linear(32 * 4 * 4, 32)
+        self.fc2 = nn.Linear(32, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.tanh(self.conv1(x)))  # [B, 16, 13, 13]
+        x = self.pool(self.tanh(self.conv2(x)))  # [B, 32, 4, 4]
+        x = torch.flatten(x, start_dim=1)
+        x = self.tanh(self.fc1(x))
+        return self.fc2(x)  # type: ignore[no-any-return]
+
+
 class MnistMLP(nn.Module):
     """Two hidden layers of 200 units (199,210 parameters)."""
 
@@ -75,11 +101,12 @@ class MnistMLP(nn.Module):
 
 _FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "cnn": MnistCNN,
+    "dpcnn": DpCNN,
     "mlp": MnistMLP,
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(sorted(_FACTORIES))
-"""Names accepted by :func:`build_model`: ``("cnn", "mlp")``."""
+"""Names accepted by :func:`build_model`: ``("cnn", "dpcnn", "mlp")``."""
 
 
 def _factory(name: str) -> Callable[[], nn.Module]:

@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from opacus import GradSampleModule
+from opacus.validators import ModuleValidator
 
 from fedlearn.errors import ConfigError
 from fedlearn.models.registry import MODEL_NAMES, build_model, count_parameters, model_specs
 
 
-def test_model_names_are_cnn_and_mlp() -> None:
-    assert MODEL_NAMES == ("cnn", "mlp")
+def test_model_names_are_cnn_dpcnn_and_mlp() -> None:
+    assert MODEL_NAMES == ("cnn", "dpcnn", "mlp")
 
 
 def test_cnn_has_exactly_1663370_parameters() -> None:
@@ -68,3 +70,23 @@ def test_model_specs_match_built_model_state_dict(name: str) -> None:
 def test_model_specs_rejects_unknown_name() -> None:
     with pytest.raises(ConfigError):
         model_specs("nope")
+
+
+def test_dpcnn_has_exactly_26010_parameters() -> None:
+    assert count_parameters(build_model("dpcnn")) == 26_010
+
+
+def test_dpcnn_has_no_batchnorm_and_opacus_computes_per_example_gradients() -> None:
+    model = build_model("dpcnn", seed=0)
+    assert (
+        ModuleValidator.validate(model, strict=False) == []
+    )  # no BatchNorm, nothing Opacus refuses
+    wrapped = GradSampleModule(model, loss_reduction="sum")
+    images = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 1, 2, 3])
+    torch.nn.functional.cross_entropy(wrapped(images), labels, reduction="sum").backward()
+    for name, p in model.named_parameters():
+        assert p.grad_sample is not None, name
+        assert p.grad_sample.shape == (4, *p.shape), name
+        # the per-example gradients sum to the batch gradient
+        torch.testing.assert_close(p.grad_sample.sum(0), p.grad, rtol=1e-4, atol=1e-5)

@@ -5,6 +5,7 @@ import fedlearn.models
 
 def test_models_public_api_is_pinned() -> None:
     assert sorted(fedlearn.models.__all__) == [
+        "DpCNN",
         "MNIST_MEAN",
         "MNIST_STD",
         "MODEL_NAMES",
