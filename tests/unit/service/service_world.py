@@ -34,8 +34,9 @@ class CountingEvaluator:
 class World:
     """A coordinator over in-memory stores that tests can restart."""
 
-    def __init__(self, evaluator=None, noise=None, **config) -> None:
+    def __init__(self, evaluator=None, noise=None, initial=None, **config) -> None:
         self.noise = noise
+        self.initial = INITIAL if initial is None else initial
         self.runs = InMemoryRunStore()
         self.models = InMemoryModelStore()
         self.clock = FakeClock()
@@ -56,7 +57,7 @@ class World:
     def restart(self) -> Coordinator:
         self.coordinator = Coordinator(
             self.config,
-            INITIAL,
+            self.initial,
             runs=self.runs,
             models=self.models,
             clock=self.clock,

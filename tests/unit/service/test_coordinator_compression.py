@@ -15,7 +15,6 @@ from fedlearn.core.codecs import decode_update, encode_update
 from fedlearn.core.serialization import encode_weights
 from fedlearn.core.types import RoundConfig, RoundStatus
 from fedlearn.errors import UpdateRejectedError
-from fedlearn.service.coordinator import Coordinator
 from fedlearn.service.messages import UpdateSubmission
 
 CODEC = "topk:0.05+int8"
@@ -28,23 +27,12 @@ BASE = np.concatenate([v.ravel() for v in MODEL.values()])
 HEAD = struct.Struct("<4sBBHQQQ")
 
 
-class CompressedWorld(World):
+def CompressedWorld(**config) -> World:
     """The fake world with a model big enough for top-k to make updates smaller."""
-
-    def restart(self) -> Coordinator:
-        self.coordinator = Coordinator(
-            self.config,
-            MODEL,
-            runs=self.runs,
-            models=self.models,
-            clock=self.clock,
-            evaluator=self.evaluator,
-            noise=self.noise,
-        )
-        return self.coordinator
+    return World(initial=MODEL, **config)
 
 
-def _world(codec: str = CODEC, **config: object) -> CompressedWorld:
+def _world(codec: str = CODEC, **config: object) -> World:
     round_config = RoundConfig(local_epochs=1, batch_size=8, learning_rate=0.1, codec=codec)
     config.setdefault("min_clients", 3)
     return CompressedWorld(round_config=round_config, **config)

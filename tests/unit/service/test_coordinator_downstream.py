@@ -10,7 +10,6 @@ from fedlearn.core import downstream
 from fedlearn.core.downstream import apply_delta, unflatten
 from fedlearn.core.serialization import decode_weights, encode_weights
 from fedlearn.errors import ConfigError
-from fedlearn.service.coordinator import Coordinator
 from fedlearn.service.messages import GlobalModelBlob
 
 INITIAL = {
@@ -20,20 +19,9 @@ INITIAL = {
 SIZE = 32 * 16 + 16
 
 
-class BigWorld(World):
+def BigWorld(**config) -> World:
     """The service world around a model large enough for compression to show."""
-
-    def restart(self) -> Coordinator:
-        self.coordinator = Coordinator(
-            self.config,
-            INITIAL,
-            runs=self.runs,
-            models=self.models,
-            clock=self.clock,
-            evaluator=self.evaluator,
-            noise=self.noise,
-        )
-        return self.coordinator
+    return World(initial=INITIAL, **config)
 
 
 def _sha(data: bytes) -> str:
@@ -66,7 +54,7 @@ def _rebuild(held: bytes, delta: GlobalModelBlob) -> bytes:
 
 
 @pytest.fixture
-def world() -> BigWorld:
+def world() -> World:
     world = BigWorld(download_codec="int8", num_rounds=5)
     world.register("a", "b")
     return world
