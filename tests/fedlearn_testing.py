@@ -10,7 +10,7 @@ import numpy as np
 
 from fedlearn.data import load_dataset, write_idx
 
-__all__ = ["free_port", "write_digits"]
+__all__ = ["FakeClock", "free_port", "write_digits"]
 
 
 def write_digits(folder: Path, *, splits: Sequence[str] = ("train", "t10k")) -> Path:
@@ -37,3 +37,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class FakeClock:
+    """A clock that moves only when a test says so (the ``Clock`` port)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from fedlearn_testing import free_port
+from fedlearn_testing import FakeClock, free_port
 
 from fedlearn.cache import InMemoryLeaseStore, RedisLeaseStore, RedisLivenessStore
 from fedlearn.core.types import Lease
@@ -27,17 +27,6 @@ from fedlearn.service.ports import LeaseStore
 LONG = 30.0  # seconds: a lease that must not expire during a test
 SHORT = 0.15  # seconds: a lease a test lets expire
 NAME = "run-1/round-3"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass(frozen=True)

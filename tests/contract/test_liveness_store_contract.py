@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 import redis
-from fedlearn_testing import free_port
+from fedlearn_testing import FakeClock, free_port
 
 from fedlearn.cache import InMemoryLivenessStore, RedisLivenessStore
 from fedlearn.errors import StorageError
@@ -21,17 +21,6 @@ from fedlearn.service.ports import LivenessStore
 
 LONG = 30.0  # seconds: a heartbeat that must not expire during a test
 SHORT = 0.15  # seconds: a heartbeat a test lets expire
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_800_000_000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass(frozen=True)
