@@ -30,7 +30,13 @@ from fedlearn.core.types import (
     RunRecord,
     UpdateRecord,
 )
-from fedlearn.errors import ConflictError, NotFoundError, StorageError
+from fedlearn.errors import (
+    ConflictError,
+    FencedError,
+    NotFoundError,
+    StaleRoundError,
+    StorageError,
+)
 from fedlearn.service.ports import RunStore
 
 T0 = 1_732_886_400.123456789  # a float with more digits than a TIMESTAMP keeps
@@ -469,7 +475,7 @@ def test_list_updates_returns_a_rounds_updates_in_insertion_order(store: RunStor
     store.create_round(make_round(1))
     store.create_round(make_round(2))
     for update_id in ("zz", "aa", "mm"):
-        store.add_update(make_update(update_id))
+        store.add_update(make_update(update_id, client_id=f"client-{update_id}"))
     store.add_update(make_update("other-round", number=2))
     assert [u.update_id for u in store.list_updates("run-a", 1)] == ["zz", "aa", "mm"]
     assert list(store.list_updates("run-a", 2)) == [make_update("other-round", number=2)]
@@ -571,7 +577,7 @@ def test_concurrent_writers_from_many_threads_all_succeed(store: RunStore) -> No
             start.wait()
             for i in range(per_worker):
                 store.upsert_client(make_client("shared", available_samples=worker))
-                store.add_update(make_update(f"u{worker}-{i}", client_id=f"c{worker}"))
+                store.add_update(make_update(f"u{worker}-{i}", client_id=f"c{worker}-{i}"))
                 # a read-then-write of the same round from every thread
                 current = store.get_round("run-a", 1)
                 assert current is not None
@@ -587,3 +593,127 @@ def test_concurrent_writers_from_many_threads_all_succeed(store: RunStore) -> No
     assert errors == []
     assert len(store.list_updates("run-a", 1)) == workers * per_worker
     assert [c.client_id for c in store.list_clients("run-a")] == ["shared"]
+
+
+# -- cluster: fencing tokens, open-only updates, one update per client ----------------
+
+
+def test_a_second_update_of_a_client_in_a_round_is_refused(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    store.create_round(make_round(2))
+    store.add_update(make_update("u1"))
+    with pytest.raises(ConflictError) as refused:
+        store.add_update(make_update("u2"))
+    assert refused.value.reason == "already_submitted"
+    store.add_update(make_update("u3", number=2))  # the next round takes it
+    assert [u.update_id for u in store.list_updates("run-a", 1)] == ["u1"]
+
+
+def test_add_update_only_if_open_refuses_a_closed_round(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    store.add_update(make_update("u1"), only_if_open=True)
+    store.save_round(make_round(1, status=RoundStatus.COMPLETED))
+    with pytest.raises(StaleRoundError):
+        store.add_update(make_update("u2", client_id="c2"), only_if_open=True)
+    assert [u.update_id for u in store.list_updates("run-a", 1)] == ["u1"]
+
+
+def test_a_fenced_save_needs_the_newest_claim(store: RunStore) -> None:
+    store.create_round(make_round(1), lease_token=3)
+    store.save_round(make_round(1, bytes_up=1), fence=3)
+    store.claim_round("run-a", 1, 4)  # another holder took the round over
+    with pytest.raises(FencedError) as refused:
+        store.save_round(make_round(1, status=RoundStatus.COMPLETED), fence=3)
+    assert refused.value.token == 3
+    stored = store.get_round("run-a", 1)
+    assert stored is not None
+    assert (stored.status, stored.bytes_up) == (RoundStatus.OPEN, 1)
+    store.save_round(make_round(1, status=RoundStatus.COMPLETED), fence=4)
+    assert store.get_round("run-a", 1) == make_round(1, status=RoundStatus.COMPLETED)
+
+
+def test_an_older_token_cannot_claim_a_round_back(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    store.claim_round("run-a", 1, 7)
+    with pytest.raises(FencedError):
+        store.claim_round("run-a", 1, 6)
+    store.claim_round("run-a", 1, 7)  # the same holder again: fine
+    store.save_round(make_round(1, bytes_up=2), fence=7)
+    with pytest.raises(NotFoundError):
+        store.claim_round("run-a", 9, 1)
+
+
+def test_a_round_without_a_claim_refuses_every_fenced_save(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    with pytest.raises(FencedError):
+        store.save_round(make_round(1, bytes_up=5), fence=1)
+    stored = store.get_round("run-a", 1)
+    assert stored is not None and stored.bytes_up == 0
+
+
+def test_an_unfenced_save_keeps_the_token(store: RunStore) -> None:
+    store.create_round(make_round(1), lease_token=2)
+    store.save_round(make_round(1, bytes_up=9))  # the token column is not the record's
+    store.save_round(make_round(1, bytes_up=10), fence=2)
+    with pytest.raises(FencedError):
+        store.claim_round("run-a", 1, 1)
+
+
+def test_save_with_expected_updates_refuses_a_changed_round(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    store.add_update(make_update("u1"))
+    store.add_update(make_update("u2", client_id="c2"))
+    closed = make_round(1, status=RoundStatus.COMPLETED)
+    with pytest.raises(ConflictError) as refused:
+        store.save_round(closed, expect_updates=["u1"])
+    assert refused.value.reason == "updates_changed"
+    with pytest.raises(ConflictError):
+        store.save_round(closed, expect_updates=["u1", "u2", "u3"])
+    stored = store.get_round("run-a", 1)
+    assert stored is not None and stored.status is RoundStatus.OPEN
+    store.save_round(closed, expect_updates=["u2", "u1"])
+    assert store.get_round("run-a", 1) == closed
+
+
+def test_updates_racing_a_fenced_close_are_either_counted_or_refused(store: RunStore) -> None:
+    """Replicas store updates while the leader closes: none is both acknowledged and left out."""
+    store.create_round(make_round(1, selected_clients=tuple(f"c{i}" for i in range(40))))
+    store.claim_round("run-a", 1, 1)
+    stored: list[str] = []
+    refused: list[str] = []
+    start = threading.Barrier(5)
+
+    def replica(worker: int) -> None:
+        start.wait()
+        for i in range(8):
+            update_id = f"u{worker}-{i}"
+            try:
+                store.add_update(
+                    make_update(update_id, client_id=f"c{worker * 8 + i}"), only_if_open=True
+                )
+                stored.append(update_id)
+            except StaleRoundError:
+                refused.append(update_id)
+
+    def leader() -> None:
+        start.wait()
+        while True:
+            seen = [u.update_id for u in store.list_updates("run-a", 1)]
+            try:
+                store.save_round(
+                    make_round(1, status=RoundStatus.COMPLETED), fence=1, expect_updates=seen
+                )
+                counted.extend(seen)
+                return
+            except ConflictError as exc:
+                assert exc.reason == "updates_changed"
+
+    counted: list[str] = []
+    threads = [threading.Thread(target=replica, args=(w,)) for w in range(4)]
+    threads.append(threading.Thread(target=leader))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(counted) == sorted(stored)
+    assert len(stored) + len(refused) == 32

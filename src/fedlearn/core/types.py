@@ -12,6 +12,9 @@ import numpy.typing as npt
 
 __all__ = [
     "CentralPrivacyState",
+    "ClusterEvent",
+    "ClusterEventKind",
+    "round_lease_name",
     "ClientCapabilities",
     "ClientRecord",
     "ComputePowerLevel",
@@ -56,6 +59,32 @@ class Lease:
     _: KW_ONLY
     token: int
     expires_at: float
+
+
+class ClusterEventKind(enum.Enum):
+    ROUND = "round"
+    """A round opened, completed or failed: reread the run from the database."""
+    UPDATE = "update"
+    """A replica stored an accepted update (``update_id``) of ``round_number``."""
+    CLIENT = "client"
+    """A client registered: a round may open."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterEvent:
+    """What one replica of a coordinator cluster tells the others (pub/sub)."""
+
+    kind: ClusterEventKind
+    run_id: str
+    replica: str
+    """The replica that published it (which ignores its own events)."""
+    round_number: int = 0
+    update_id: str = ""
+
+
+def round_lease_name(run_id: str, round_number: int) -> str:
+    """The name of the lease whose holder leads a round of a run (a coordinator cluster)."""
+    return f"{run_id}/round/{round_number}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 from fedlearn.core.types import (
@@ -29,7 +29,7 @@ from fedlearn.core.types import (
     RunRecord,
     UpdateRecord,
 )
-from fedlearn.errors import StorageError
+from fedlearn.errors import ConflictError, StaleRoundError, StorageError
 from fedlearn.persistence.tables import (
     ID_LENGTH,
     MESSAGE_LENGTH,
@@ -54,10 +54,13 @@ __all__ = [
     "privacy_to_row",
     "rejection_from_row",
     "rejection_to_row",
+    "check_round_open",
+    "check_update_set",
     "round_from_row",
     "round_to_row",
     "run_from_row",
     "run_to_row",
+    "second_update_error",
     "update_from_row",
     "update_to_row",
 ]
@@ -320,3 +323,35 @@ def central_privacy_to_row(state: CentralPrivacyState) -> dict[str, Any]:
 def central_privacy_from_row(row: Row) -> CentralPrivacyState:
     fields = dataclasses.fields(CentralPrivacyState)
     return CentralPrivacyState(**{f.name: row[f.name] for f in fields})
+
+
+def check_round_open(round_: RoundRecord) -> None:
+    """``StaleRoundError`` unless the stored round is open (it takes updates)."""
+    if round_.status is not RoundStatus.OPEN:
+        raise StaleRoundError(
+            f"round {round_.round_number} of run {round_.run_id!r} is {round_.status.value}, "
+            "not open"
+        )
+
+
+def check_update_set(
+    round_: RoundRecord, stored: Collection[str], expected: Collection[str]
+) -> None:
+    """``ConflictError`` (reason ``updates_changed``) unless the round's stored update
+    ids are exactly ``expected``."""
+    if set(stored) != set(expected):
+        extra = sorted(set(stored) - set(expected))
+        missing = sorted(set(expected) - set(stored))
+        raise ConflictError(
+            f"round {round_.round_number} of run {round_.run_id!r} changed: "
+            f"{len(extra)} stored updates were not expected, {len(missing)} expected are missing",
+            reason="updates_changed",
+        )
+
+
+def second_update_error(update: UpdateRecord) -> ConflictError:
+    """The error for a client's second update in one round."""
+    return ConflictError(
+        f"client {update.client_id} already submitted an update for round {update.round_number}",
+        reason="already_submitted",
+    )

@@ -10,7 +10,7 @@ One lock guards all state, so it is safe to share between threads.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
 from fedlearn.core.types import (
@@ -21,8 +21,9 @@ from fedlearn.core.types import (
     RoundRecord,
     RunRecord,
     UpdateRecord,
+    round_lease_name,
 )
-from fedlearn.errors import ConflictError, NotFoundError
+from fedlearn.errors import ConflictError, FencedError, NotFoundError
 from fedlearn.persistence import _records as rec
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class InMemoryRunStore:
         self._rejections: list[RejectionRecord] = []
         self._privacy: dict[tuple[str, str], PrivacySpend] = {}
         self._central: dict[str, CentralPrivacyState] = {}
+        self._tokens: dict[tuple[str, int], int] = {}
+        """Each round's fencing token, where one claimed it."""
 
     def get_run(self, run_id: str) -> RunRecord | None:
         with self._lock:
@@ -73,7 +76,7 @@ class InMemoryRunStore:
             found = [c for (run, _), c in self._clients.items() if run == run_id]
         return sorted(found, key=lambda c: c.client_id)
 
-    def create_round(self, round_: RoundRecord) -> None:
+    def create_round(self, round_: RoundRecord, *, lease_token: int | None = None) -> None:
         stored = rec.prepare_round(round_)
         key = (round_.run_id, round_.round_number)
         with self._lock:
@@ -84,17 +87,38 @@ class InMemoryRunStore:
                 )
             self._rounds[key] = stored
             self._round_updates[key] = []
+            if lease_token is not None:
+                self._tokens[key] = lease_token
 
-    def save_round(self, round_: RoundRecord) -> None:
+    def claim_round(self, run_id: str, round_number: int, token: int) -> None:
+        key = (run_id, round_number)
+        with self._lock:
+            self._require_round(key)
+            if self._tokens.get(key, 0) > token:
+                raise FencedError(round_lease_name(run_id, round_number), token)
+            self._tokens[key] = token
+
+    def save_round(
+        self,
+        round_: RoundRecord,
+        *,
+        fence: int | None = None,
+        expect_updates: Collection[str] | None = None,
+    ) -> None:
         """Replace a stored round; ``NotFoundError`` if it was never created."""
         stored = rec.prepare_round(round_)
         key = (round_.run_id, round_.round_number)
         with self._lock:
-            if key not in self._rounds:
-                raise NotFoundError(
-                    f"round {round_.round_number} of run {round_.run_id!r} does not exist"
-                )
+            self._require_round(key)
+            if fence is not None and self._tokens.get(key) != fence:
+                raise FencedError(round_lease_name(*key), fence)
+            if expect_updates is not None:
+                rec.check_update_set(round_, self._round_updates[key], expect_updates)
             self._rounds[key] = stored
+
+    def _require_round(self, key: tuple[str, int]) -> None:
+        if key not in self._rounds:
+            raise NotFoundError(f"round {key[1]} of run {key[0]!r} does not exist")
 
     def get_round(self, run_id: str, round_number: int) -> RoundRecord | None:
         with self._lock:
@@ -109,7 +133,7 @@ class InMemoryRunStore:
             found = [r for (run, _), r in self._rounds.items() if run == run_id]
         return sorted(found, key=lambda r: r.round_number)
 
-    def add_update(self, update: UpdateRecord) -> None:
+    def add_update(self, update: UpdateRecord, *, only_if_open: bool = False) -> None:
         """Store an update; ``NotFoundError`` if its round does not exist."""
         update = rec.prepare_update(update)
         round_key = (update.run_id, update.round_number)
@@ -122,6 +146,13 @@ class InMemoryRunStore:
                 raise NotFoundError(
                     f"round {update.round_number} of run {update.run_id!r} does not exist"
                 )
+            if only_if_open:
+                rec.check_round_open(self._rounds[round_key])
+            if any(
+                self._updates[update.run_id, other].client_id == update.client_id
+                for other in self._round_updates[round_key]
+            ):
+                raise rec.second_update_error(update)
             self._updates[update.run_id, update.update_id] = update
             self._round_updates[round_key].append(update.update_id)
 

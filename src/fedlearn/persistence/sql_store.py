@@ -14,7 +14,7 @@ the schema with :func:`fedlearn.persistence.migrate.upgrade`.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +30,9 @@ from fedlearn.core.types import (
     RoundRecord,
     RunRecord,
     UpdateRecord,
+    round_lease_name,
 )
-from fedlearn.errors import ConfigError, ConflictError, NotFoundError, StorageError
+from fedlearn.errors import ConfigError, ConflictError, FencedError, NotFoundError, StorageError
 from fedlearn.persistence import _records as rec
 from fedlearn.persistence.engine import READ_ONLY, is_shared_connection, make_engine
 from fedlearn.persistence.tables import (
@@ -104,29 +105,69 @@ class SqlRunStore:
 
     # -- rounds -------------------------------------------------------------------
 
-    def create_round(self, round_: RoundRecord) -> None:
+    def create_round(self, round_: RoundRecord, *, lease_token: int | None = None) -> None:
         round_ = rec.prepare_round(round_)
         with self._write(
             conflict=f"round {round_.round_number} of run {round_.run_id!r} already exists",
             missing=f"run {round_.run_id!r} does not exist",
         ) as conn:
-            conn.execute(sa.insert(training_rounds), rec.round_to_row(round_))
+            row = rec.round_to_row(round_) | {"lease_token": lease_token}
+            conn.execute(sa.insert(training_rounds), row)
 
-    def save_round(self, round_: RoundRecord) -> None:
+    def claim_round(self, run_id: str, round_number: int, token: int) -> None:
+        with self._write() as conn:
+            stored = self._lock_round(conn, run_id, round_number)
+            if (stored.lease_token or 0) > token:
+                raise FencedError(round_lease_name(run_id, round_number), token)
+            conn.execute(self._round_update(run_id, round_number).values(lease_token=token))
+
+    def save_round(
+        self,
+        round_: RoundRecord,
+        *,
+        fence: int | None = None,
+        expect_updates: Collection[str] | None = None,
+    ) -> None:
         """Replace a stored round; ``NotFoundError`` if it was never created."""
         round_ = rec.prepare_round(round_)
         row = rec.round_to_row(round_)
-        stmt = (
-            sa.update(training_rounds)
-            .where(training_rounds.c.run_id == row.pop("run_id"))
-            .where(training_rounds.c.round_number == row.pop("round_number"))
-            .values(row)
-        )
+        run_id, number = row.pop("run_id"), row.pop("round_number")
         with self._write() as conn:
-            if conn.execute(stmt).rowcount == 0:
-                raise NotFoundError(
-                    f"round {round_.round_number} of run {round_.run_id!r} does not exist"
-                )
+            if fence is not None or expect_updates is not None:
+                stored = self._lock_round(conn, run_id, number)
+                if fence is not None and stored.lease_token != fence:
+                    raise FencedError(round_lease_name(run_id, number), fence)
+                if expect_updates is not None:
+                    ids = conn.execute(
+                        sa.select(client_updates.c.update_id)
+                        .where(client_updates.c.run_id == run_id)
+                        .where(client_updates.c.round_number == number)
+                    ).scalars()
+                    rec.check_update_set(round_, list(ids), expect_updates)
+            if conn.execute(self._round_update(run_id, number).values(row)).rowcount == 0:
+                raise NotFoundError(f"round {number} of run {run_id!r} does not exist")
+
+    @staticmethod
+    def _round_update(run_id: str, round_number: int) -> sa.Update:
+        return (
+            sa.update(training_rounds)
+            .where(training_rounds.c.run_id == run_id)
+            .where(training_rounds.c.round_number == round_number)
+        )
+
+    def _lock_round(self, conn: Connection, run_id: str, round_number: int) -> sa.Row[Any]:
+        """The round's row, locked until the transaction ends (``FOR UPDATE`` on
+        PostgreSQL; SQLite locks the whole database for a write anyway)."""
+        stmt = (
+            sa.select(training_rounds)
+            .where(training_rounds.c.run_id == run_id)
+            .where(training_rounds.c.round_number == round_number)
+            .with_for_update()
+        )
+        row = conn.execute(stmt).first()
+        if row is None:
+            raise NotFoundError(f"round {round_number} of run {run_id!r} does not exist")
+        return row
 
     def get_round(self, run_id: str, round_number: int) -> RoundRecord | None:
         stmt = self._rounds(run_id).where(training_rounds.c.round_number == round_number)
@@ -148,13 +189,24 @@ class SqlRunStore:
 
     # -- updates ------------------------------------------------------------------
 
-    def add_update(self, update: UpdateRecord) -> None:
+    def add_update(self, update: UpdateRecord, *, only_if_open: bool = False) -> None:
         """Store an update; ``NotFoundError`` if its round does not exist."""
         update = rec.prepare_update(update)
         with self._write(
             conflict=f"update {update.update_id!r} of run {update.run_id!r} already exists",
             missing=f"round {update.round_number} of run {update.run_id!r} does not exist",
         ) as conn:
+            if only_if_open:
+                stored = self._lock_round(conn, update.run_id, update.round_number)
+                rec.check_round_open(rec.round_from_row(stored._mapping))
+            same_client = (
+                sa.select(client_updates.c.id)
+                .where(client_updates.c.run_id == update.run_id)
+                .where(client_updates.c.round_number == update.round_number)
+                .where(client_updates.c.client_id == update.client_id)
+            )
+            if conn.execute(same_client).first() is not None:
+                raise rec.second_update_error(update)
             conn.execute(sa.insert(client_updates), rec.update_to_row(update))
 
     def get_update(self, run_id: str, update_id: str) -> UpdateRecord | None:

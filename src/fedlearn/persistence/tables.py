@@ -158,6 +158,8 @@ class RoundRow(Base):
     failure_reason: Mapped[str | None] = mapped_column(sa.Text)
     # seconds per phase (RoundTimings as a JSON object); added by migration 0003
     timings: Mapped[dict[str, float] | None] = mapped_column(sa.JSON)
+    # the fencing token of the round's lease that claimed it last; added by migration 0007
+    lease_token: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class UpdateRow(Base):
@@ -166,6 +168,8 @@ class UpdateRow(Base):
     __tablename__ = "client_updates"
     __table_args__ = (
         sa.UniqueConstraint("run_id", "update_id"),
+        # one update per client and round; added by migration 0007
+        sa.UniqueConstraint("run_id", "round_number", "client_id"),
         sa.ForeignKeyConstraint(
             ["run_id", "round_number"],
             ["training_rounds.run_id", "training_rounds.round_number"],

@@ -36,12 +36,17 @@ def close_round(
     now: float,
     key_prefix: str,
     keep_updates: bool,
+    fence: int | None = None,
 ) -> GlobalModel:
     """Complete the round and return the new global model.
 
     Raises (``ConflictError`` for an aggregate that is empty or not finite, or
     whatever the stores raise) before the round row says ``completed``: the
     caller then fails the round, and the global model stays as it was.
+    With ``fence`` (a round lease's token, in a cluster) the round row is written
+    only while that token is the round's newest and only if the stored updates
+    are exactly those in ``open_.received`` (``FencedError``, or ``ConflictError``
+    with reason ``updates_changed``: fold the new ones and close again).
     """
     started = time.perf_counter()
     mean_delta = open_.aggregator.mean()
@@ -67,7 +72,11 @@ def close_round(
         model_delta_norm=metrics.model_delta_norm,
         convergence_score=metrics.convergence_score,
     )
-    runs.save_round(record)
+    if fence is None:
+        runs.save_round(record)
+    else:
+        expected = [u.update_id for u in open_.received.values()]
+        runs.save_round(record, fence=fence, expect_updates=expected)
     if not keep_updates:
         _drop_update_blobs(open_, models)
     logger.info(
@@ -80,11 +89,21 @@ def close_round(
 
 
 def fail_round(
-    open_: OpenRound, reason: str, *, runs: RunStore, models: ModelStore, now: float
+    open_: OpenRound,
+    reason: str,
+    *,
+    runs: RunStore,
+    models: ModelStore,
+    now: float,
+    fence: int | None = None,
 ) -> None:
-    """Mark the round failed; the global model and the accepted rows stay as they were."""
+    """Mark the round failed; the global model and the accepted rows stay as they were.
+
+    ``fence``: as for :func:`close_round`.
+    """
     runs.save_round(
-        open_.closed(status=RoundStatus.FAILED, completed_at=now, failure_reason=reason)
+        open_.closed(status=RoundStatus.FAILED, completed_at=now, failure_reason=reason),
+        fence=fence,
     )
     logger.warning("round %d failed: %s", open_.number, reason)
 

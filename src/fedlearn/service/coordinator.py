@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 
 import numpy as np
@@ -26,6 +28,8 @@ from fedlearn.core.schedule import round_config_for
 from fedlearn.core.types import (
     ClientCapabilities,
     ClientRecord,
+    ClusterEvent,
+    ClusterEventKind,
     RoundRecord,
     RoundStatus,
     UpdateRecord,
@@ -41,12 +45,15 @@ from fedlearn.core.validation import (
 from fedlearn.errors import (
     ConfigError,
     ConflictError,
+    FencedError,
     NotFoundError,
     StaleRoundError,
+    StorageError,
     UpdateRejectedError,
 )
 from fedlearn.service.central_privacy import CentralPrivacy
 from fedlearn.service.closing import close_round, fail_round
+from fedlearn.service.cluster import ClusterPorts, Leadership
 from fedlearn.service.messages import (
     CoordinatorConfig,
     GlobalModelBlob,
@@ -87,10 +94,15 @@ class Coordinator:
         clock: Clock,
         evaluator: Evaluator | None = None,
         noise: NoiseSource | None = None,
+        cluster: ClusterPorts | None = None,
     ) -> None:
         """``noise``: the source of central DP's noise and client selection, needed
         when ``config.central_dp`` is set (a cryptographically secure one in
-        production: whoever can predict it can subtract the noise)."""
+        production: whoever can predict it can subtract the noise).
+
+        ``cluster``: run as one replica of a coordinator cluster (see
+        ``fedlearn.service.cluster``); the stores must then be shared ones.
+        """
         codec = parse_codec(config.round_config.codec).name  # the name headers carry
         config = replace(config, round_config=replace(config.round_config, codec=codec))
         self.config = config
@@ -109,17 +121,25 @@ class Coordinator:
         self._released: set[str] = set()
         self._evaluations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
         self._pending_evaluations = 0
+        if cluster is not None and config.central_dp is not None:
+            raise ConfigError("central DP is not supported on a coordinator cluster yet")
         self._central = self._central_privacy(noise)
-        state = start_run(
-            config,
-            initial_weights,
-            specs=self._specs,
-            runs=runs,
-            models=models,
-            evaluator=evaluator,
-            now=clock.now(),
-            new_aggregator=self._new_aggregator,
-        )
+        self._cluster = cluster
+        self._lead = Leadership(cluster, config.run_id, clock) if cluster else None
+        self._synced_at = 0.0
+        self.fenced_writes = 0
+        """Writes the database refused because another replica took the round over."""
+        with self._starting():
+            state = start_run(
+                config,
+                initial_weights,
+                specs=self._specs,
+                runs=runs,
+                models=models,
+                evaluator=evaluator,
+                now=clock.now(),
+                new_aggregator=self._new_aggregator,
+            )
         self._recovery = ErrorRecoveryManager(
             config.run_id,
             runs=runs,
@@ -133,6 +153,7 @@ class Coordinator:
         self._open = state.open_round
         self._last_round = state.last_round
         self._completed = state.completed_rounds
+        self._subscription = cluster.events.subscribe(self._on_event) if cluster else None
         self._catch_up()
 
     # -- start-up ---------------------------------------------------------------
@@ -156,9 +177,40 @@ class Coordinator:
             return self._central.aggregator(size)
         return StreamingFedAvg(size)
 
+    @contextmanager
+    def _starting(self) -> Iterator[None]:
+        """Alone, start the run: replicas starting together take turns (a lease)."""
+        if self._cluster is None:
+            yield
+            return
+        ports = self._cluster
+        name = f"{self.config.run_id}/start"
+        deadline = time.monotonic() + 60.0
+        while (lease := ports.leases.acquire(name, ports.replica_id, 60.0)) is None:
+            if time.monotonic() > deadline:
+                raise ConflictError(f"another replica has been starting run {name} for 60 s")
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            ports.leases.release(lease)
+
+    def close(self) -> None:
+        """Stop listening to the cluster and give up this replica's round lease."""
+        if self._subscription is not None:
+            self._subscription.close()
+        with self._cond:
+            if self._lead is not None:
+                self._lead.release()
+
     def _catch_up(self) -> None:
         """Finish what a crash interrupted: close a complete round, open the next,
         and score completed rounds whose evaluation was lost."""
+        if self._cluster is not None:  # the round's leader does, from its tick
+            with self._cond:
+                self._open = None  # a follower's view: rebuilt without folding
+                self._sync(force=True)
+            return
         with self._cond:
             if self._open is not None and self._open.complete:
                 self._close_open_round()
@@ -204,6 +256,8 @@ class Coordinator:
             self._privacy.on_register(record, now=now)
             if capabilities.budget_exhausted:
                 self._decline(cid)
+            self._heartbeat(cid)
+            self._publish(ClusterEventKind.CLIENT)
             self._maybe_open_round()
             self._cond.notify_all()
         return record
@@ -240,6 +294,7 @@ class Coordinator:
     def poll_task(self, client_id: str, *, wait_s: float = 0.0) -> Task:
         """The client's next task, waiting up to ``wait_s`` seconds for one."""
         self._require_client(client_id)
+        self._heartbeat(client_id)
         deadline = self._clock.now() + wait_s
         with self._cond:
             while True:
@@ -257,6 +312,8 @@ class Coordinator:
             self._released.add(client_id)
             return Task(TaskKind.FINISHED)
         open_ = self._open
+        if open_ is not None and open_.expects(client_id) and self._cluster is not None:
+            self._refresh_received(open_)  # it may have reported through another replica
         if open_ is not None and open_.expects(client_id):
             return Task(
                 TaskKind.TRAIN,
@@ -277,6 +334,9 @@ class Coordinator:
         self._require_client(client_id)
         with self._cond:
             open_ = self._open
+            if round_number and (open_ is None or open_.number != round_number) and self._cluster:
+                self._sync()  # this replica may not have heard of the round yet
+                open_ = self._open
             if round_number and (open_ is None or open_.number != round_number):
                 raise StaleRoundError(
                     f"round {round_number} is not open"
@@ -285,6 +345,10 @@ class Coordinator:
             blob = self._serving.blob(self._global, have_sha256=have_sha256)
             if open_ is not None:
                 open_.bytes_down += len(blob.payload)
+                if self._cluster is not None:
+                    self._cluster.counters.add(
+                        self.config.run_id, open_.number, "bytes_down", len(blob.payload)
+                    )
         return blob
 
     def record_download(self, round_number: int, seconds: float) -> None:
@@ -323,6 +387,9 @@ class Coordinator:
         of an update already stored."""
         with self._cond:
             stored = self._runs.get_update(self.config.run_id, sub.update_id)
+            open_ = self._open
+            if self._cluster is not None and (open_ is None or open_.number != sub.round_number):
+                self._sync()  # this replica may not have heard of the round yet
             refusal = self._refusal(sub, stored)
             if refusal is None:
                 if stored is not None:
@@ -387,8 +454,10 @@ class Coordinator:
         decoded = self._validate(open_, sub, client)
         checked = decoded.update
         validated = time.perf_counter()
+        # in a cluster two replicas may store the same update at once: one blob each
+        suffix = f".{uuid.uuid4().hex[:8]}" if self._cluster is not None else ""
         path = self._models.put(
-            f"{self._key(sub.round_number)}/updates/{sub.update_id}.flw", sub.payload
+            f"{self._key(sub.round_number)}/updates/{sub.update_id}{suffix}.flw", sub.payload
         )
         blob_seconds = time.perf_counter() - validated
         record = UpdateRecord(
@@ -417,14 +486,14 @@ class Coordinator:
                 self._models.delete(path)
                 error = StaleRoundError(f"round {sub.round_number} closed during the upload")
                 raise self._reject(sub, "stale_round", error)
-            try:
-                self._runs.add_update(record)
-            except Exception:
-                self._models.delete(path)
-                raise
+            open_ = still_open  # the same round; in a cluster, perhaps a fresher view of it
+            stored = self._store_update(record, sub)
+            if isinstance(stored, UpdateAck):
+                return stored
             self._privacy.on_accept(sub, client, now=record.submitted_at)
             persisted = time.perf_counter()
-            open_.aggregator.add(checked.vector, float(sub.num_samples))
+            if self._cluster is None or self._leads(open_):
+                open_.aggregator.add(checked.vector, float(sub.num_samples))
             open_.timings = open_.timings.plus(
                 upload=sub.upload_seconds,
                 validate=validated - started,
@@ -437,13 +506,43 @@ class Coordinator:
             ack = UpdateAck(
                 sub.round_number,
                 duplicate=False,
-                updates_received=len(open_.received),
+                updates_received=self._count_accepted(open_),
                 updates_expected=len(open_.record.selected_clients),
             )
-            if open_.complete:
+            if self._cluster is not None:
+                self._publish(ClusterEventKind.UPDATE, open_.number, update_id=sub.update_id)
+            if open_.complete and (self._cluster is None or self._leads(open_)):
                 self._close_open_round()
             self._cond.notify_all()
         return ack
+
+    def _store_update(self, record: UpdateRecord, sub: UpdateSubmission) -> UpdateAck | None:
+        """Add the update's row (its blob is stored); the ack of the same update if
+        another replica stored it first. Refusals are recorded and raised."""
+        try:
+            self._runs.add_update(record, only_if_open=self._cluster is not None)
+        except StaleRoundError as exc:  # closed by the round's leader meanwhile
+            self._models.delete(record.model_update_path or "")
+            raise self._reject(sub, "stale_round", exc) from None
+        except ConflictError as exc:
+            if self._cluster is not None:  # else the path is the stored update's own
+                self._models.delete(record.model_update_path or "")
+            stored = self._runs.get_update(self.config.run_id, sub.update_id)
+            if stored is not None and stored.client_id == sub.client_id:
+                return self._duplicate_ack(stored)  # a retry raced its first attempt
+            raise self._reject(sub, exc.reason or "conflict", exc) from None
+        except Exception:
+            self._models.delete(record.model_update_path or "")
+            raise
+        if self._cluster is not None:
+            self._cluster.counters.add(self.config.run_id, record.round_number, "accepted")
+        return None
+
+    def _count_accepted(self, open_: OpenRound) -> int:
+        if self._cluster is None:
+            return len(open_.received)
+        counted = self._cluster.counters.read(self.config.run_id, open_.number).get("accepted", 0)
+        return max(counted, len(open_.received))
 
     def _duplicate_ack(self, stored: UpdateRecord) -> UpdateAck:
         expected = len(self._open.record.selected_clients) if self._open else 0
@@ -478,10 +577,15 @@ class Coordinator:
     # -- round lifecycle ----------------------------------------------------------
 
     def tick(self) -> None:
-        """Close or fail the open round once its deadline has passed."""
+        """Close or fail the open round once its deadline has passed (in a cluster,
+        also renew or take over round leases and reread the run)."""
         with self._cond:
+            if self._cluster is not None:
+                self._cluster_tick()
             open_ = self._open
             if open_ is None or self._clock.now() < open_.record.deadline_at:
+                return
+            if self._cluster is not None and not self._leads(open_):
                 return
             self._recovery.handle_client_timeout(open_, now=self._clock.now())
             if len(open_.received) >= self.config.min_clients:
@@ -500,16 +604,10 @@ class Coordinator:
         try:
             if self._central is not None:  # before any noise is drawn: see central_privacy
                 self._central.charge(open_.number, now=self._clock.now())
-            outcome = close_round(
-                open_,
-                self._global,
-                strategy=self.config.strategy,
-                runs=self._runs,
-                models=self._models,
-                now=self._clock.now(),
-                key_prefix=self._key(open_.number),
-                keep_updates=self.config.keep_updates,
-            )
+            outcome = self._close(open_)
+        except FencedError as exc:
+            self._step_down(open_, exc)
+            return
         except Exception as exc:  # nothing was published: fail the round, keep the model
             logger.warning("round %d could not be aggregated: %s", open_.number, exc)
             self._recovery.handle_aggregation_failure(open_, exc, now=self._clock.now())
@@ -519,9 +617,54 @@ class Coordinator:
         self._global = outcome
         self._completed += 1
         self._failed_in_a_row = 0
+        self._round_ended()
         self._maybe_open_round()
         if self._evaluator is not None:
             self._schedule_evaluation(outcome)
+
+    def _close(self, open_: OpenRound) -> GlobalModel:
+        """``close_round``; in a cluster, fenced by the round's lease, after folding
+        every stored update, and again if more were stored meanwhile."""
+        if self._cluster is None or self._lead is None:
+            return close_round(
+                open_,
+                self._global,
+                strategy=self.config.strategy,
+                runs=self._runs,
+                models=self._models,
+                now=self._clock.now(),
+                key_prefix=self._key(open_.number),
+                keep_updates=self.config.keep_updates,
+            )
+        token = self._lead.token
+        counted = self._cluster.counters.read(self.config.run_id, open_.number)
+        open_.bytes_down = max(open_.bytes_down, counted.get("bytes_down", 0))
+        for attempt in range(5):
+            self._refresh_received(open_, leading=True)
+            try:
+                return close_round(
+                    open_,
+                    self._global,
+                    strategy=self.config.strategy,
+                    runs=self._runs,
+                    models=self._models,
+                    now=self._clock.now(),
+                    # a replica that lost the round may still write a model: never over ours
+                    key_prefix=f"{self._key(open_.number)}/lease-{token}-{attempt}",
+                    keep_updates=self.config.keep_updates,
+                    fence=token,
+                )
+            except ConflictError as exc:
+                if exc.reason != "updates_changed":
+                    raise
+                logger.info("round %d: updates arrived while closing; folding them", open_.number)
+        raise ConflictError(f"round {open_.number} kept changing while it was being closed")
+
+    def _round_ended(self) -> None:
+        """In a cluster: give up the ended round's lease and tell the other replicas."""
+        if self._lead is not None:
+            self._lead.release()
+        self._publish(ClusterEventKind.ROUND, self._last_round)
 
     def _schedule_evaluation(self, model: GlobalModel) -> None:
         self._pending_evaluations += 1
@@ -589,8 +732,21 @@ class Coordinator:
         open_ = self._open
         assert open_ is not None
         self._open = None
-        fail_round(open_, reason, runs=self._runs, models=self._models, now=self._clock.now())
+        fence = self._lead.token if self._lead is not None and self._leads(open_) else None
+        try:
+            fail_round(
+                open_,
+                reason,
+                runs=self._runs,
+                models=self._models,
+                now=self._clock.now(),
+                fence=fence,
+            )
+        except FencedError as exc:
+            self._step_down(open_, exc)
+            return
         self._failed_in_a_row += int(count_failure)
+        self._round_ended()
         self._maybe_open_round()
 
     def _maybe_open_round(self) -> None:
@@ -603,6 +759,9 @@ class Coordinator:
             for c in self._runs.list_clients(cfg.run_id)
             if c.client_id not in out_of_budget
         ]
+        if self._cluster is not None and self._cluster.liveness is not None:
+            alive = self._cluster.liveness.alive()
+            clients = [c for c in clients if c in alive]
         if len(clients) < cfg.min_clients:
             return
         number = self._last_round + 1
@@ -630,11 +789,196 @@ class Coordinator:
             deadline_at=now + cfg.round_timeout_s,
             base_model_path=self._global.path,
         )
-        self._runs.create_round(record)
+        if self._lead is None:
+            self._runs.create_round(record)
+        elif not self._open_as_leader(record):
+            return
         self._last_round = number
         self._open = OpenRound(record, self._new_aggregator(self._global.vector.size))
         logger.info("round %d opened with %d clients", number, k)
+        self._publish(ClusterEventKind.ROUND, number)
         self._cond.notify_all()
+
+    def _open_as_leader(self, record: RoundRecord) -> bool:
+        """Store the new round under its lease; ``False`` if another replica opens it."""
+        assert self._lead is not None
+        lease = self._lead.acquire(record.round_number)
+        if lease is None:
+            return False
+        try:
+            self._runs.create_round(record, lease_token=lease.token)
+        except ConflictError:  # opened by a replica whose lease has since expired
+            self._lead.release()
+            self._sync(force=True)
+            return False
+        return True
+
+    # -- cluster ------------------------------------------------------------------
+
+    def _leads(self, open_: OpenRound) -> bool:
+        return self._lead is not None and self._lead.leads(open_.number)
+
+    def _publish(
+        self, kind: ClusterEventKind, round_number: int = 0, *, update_id: str = ""
+    ) -> None:
+        if self._cluster is None:
+            return
+        event = ClusterEvent(
+            kind,
+            run_id=self.config.run_id,
+            replica=self._cluster.replica_id,
+            round_number=round_number,
+            update_id=update_id,
+        )
+        try:
+            self._cluster.events.publish(event)
+        except StorageError as exc:  # the others find out at their next resync
+            logger.warning("could not tell the other replicas (%s): %s", kind.value, exc)
+
+    def _heartbeat(self, client_id: str) -> None:
+        if self._cluster is None or self._cluster.liveness is None:
+            return
+        try:
+            self._cluster.liveness.heartbeat(client_id, self._cluster.client_ttl_s)
+        except StorageError as exc:
+            logger.warning("could not record a heartbeat of %s: %s", client_id, exc)
+
+    def _on_event(self, event: ClusterEvent) -> None:
+        """Another replica changed something: catch up now rather than at the next resync."""
+        assert self._cluster is not None
+        if event.replica == self._cluster.replica_id or event.run_id != self.config.run_id:
+            return
+        with self._cond:
+            open_ = self._open
+            if event.kind is ClusterEventKind.UPDATE and open_ is not None:
+                if open_.number == event.round_number:
+                    self._refresh_received(open_)
+                    if self._leads(open_) and open_.complete:
+                        self._close_open_round()
+            else:
+                self._sync()
+                if event.kind is ClusterEventKind.CLIENT:
+                    self._maybe_open_round()
+            self._cond.notify_all()
+
+    def _cluster_tick(self) -> None:
+        """Keep or take round leases, and reread the run now and then."""
+        assert self._cluster is not None and self._lead is not None
+        now = self._clock.now()
+        if self._lead.lease is not None and not self._lead.keep():
+            self._sync(force=True)
+        elif now - self._synced_at >= self._cluster.resync_s:
+            self._sync()
+        open_ = self._open
+        if open_ is None:
+            self._maybe_open_round()
+        elif not self._leads(open_) and not self._lead.held_elsewhere(open_.number):
+            self._take_over(open_)
+        open_ = self._open
+        if open_ is not None and self._leads(open_) and open_.complete and open_.received:
+            self._close_open_round()
+        self._cond.notify_all()
+
+    def _take_over(self, view: OpenRound) -> None:
+        """Lead an open round whose leader is gone: claim it with a newer token and
+        fold every update stored for it so far."""
+        assert self._lead is not None
+        lease = self._lead.acquire(view.number)
+        if lease is None:
+            return
+        try:
+            self._runs.claim_round(self.config.run_id, view.number, lease.token)
+            record = self._runs.get_round(self.config.run_id, view.number)
+        except FencedError:
+            self._lead.drop()
+            return
+        if record is None or record.status is not RoundStatus.OPEN:
+            self._lead.release()
+            self._sync(force=True)
+            return
+        fresh = OpenRound(record, self._new_aggregator(self._global.vector.size))
+        fresh.in_flight = view.in_flight
+        self._open = fresh
+        self._refresh_received(fresh)
+        logger.warning(
+            "replica %s leads round %d now (lease token %d); %d stored updates folded",
+            lease.holder,
+            view.number,
+            lease.token,
+            len(fresh.received),
+        )
+
+    def _step_down(self, open_: OpenRound, error: FencedError) -> None:
+        """Another replica took this round over: forget it and follow the database."""
+        assert self._lead is not None
+        self.fenced_writes += 1
+        logger.error(
+            "round %d: the database refused this replica's write (%s); "
+            "another replica leads the round now",
+            open_.number,
+            error,
+        )
+        self._lead.drop()
+        self._sync(force=True)
+
+    def _refresh_received(self, open_: OpenRound, *, leading: bool | None = None) -> None:
+        """Take in the round's updates that other replicas stored: the leader folds
+        them into the running sum, a follower only notes who reported."""
+        lead = self._leads(open_) if leading is None else leading
+        for update in self._runs.list_updates(self.config.run_id, open_.number):
+            if update.client_id in open_.received:
+                continue
+            if lead:
+                if update.model_update_path is None:
+                    raise ConflictError(f"update {update.update_id} has no stored blob")
+                payload = self._models.get(update.model_update_path)
+                checked = decode_update_payload(payload, self._specs).update
+                open_.aggregator.add(checked.vector, float(update.num_samples))
+                open_.raw_bytes_up += checked.vector.nbytes
+            open_.received[update.client_id] = update
+            open_.bytes_up += update.wire_bytes
+
+    def _sync(self, *, force: bool = False) -> None:
+        """Bring this replica's view of the run up to the database (in a cluster)."""
+        self._synced_at = self._clock.now()
+        latest = self._runs.latest_round(self.config.run_id)
+        if latest is None:
+            return
+        open_ = self._open
+        same_open = open_ is not None and open_.number == latest.round_number
+        if same_open and latest.status is RoundStatus.OPEN and not force:
+            assert open_ is not None
+            self._refresh_received(open_)
+            return
+        unchanged = open_ is None and latest.round_number == self._last_round
+        if unchanged and latest.status is not RoundStatus.OPEN and not force:
+            return
+        rounds = self._runs.list_rounds(self.config.run_id)
+        completed = [r for r in rounds if r.status is RoundStatus.COMPLETED]
+        last = completed[-1]
+        if last.global_model_path is not None and last.global_model_path != self._global.path:
+            self._global = GlobalModel.load(
+                last.round_number,
+                last.global_model_path,
+                specs=self._specs,
+                store=self._models,
+                server_state_path=last.server_state_path,
+            )
+        self._completed = sum(1 for r in completed if r.round_number > 0)
+        self._last_round = latest.round_number
+        self._failed_in_a_row = 0
+        for r in reversed(rounds):
+            if r.status is not RoundStatus.FAILED:
+                break
+            self._failed_in_a_row += 1
+        if self._lead is not None and not self._lead.leads(latest.round_number):
+            self._lead.release()
+        if latest.status is RoundStatus.OPEN:
+            if not (same_open and self._lead is not None and self._lead.leads(latest.round_number)):
+                self._open = OpenRound(latest, self._new_aggregator(self._global.vector.size))
+                self._refresh_received(self._open, leading=False)
+        else:
+            self._open = None
 
     # -- status -----------------------------------------------------------------
 
@@ -683,7 +1027,7 @@ class Coordinator:
                 num_rounds=cfg.num_rounds,
                 completed_rounds=self._completed,
                 current_round=open_.number if open_ else self._last_round,
-                updates_received=len(open_.received) if open_ else 0,
+                updates_received=self._count_accepted(open_) if open_ else 0,
                 updates_expected=len(open_.record.selected_clients) if open_ else 0,
                 clients=tuple(self._runs.list_clients(cfg.run_id)),
                 rounds=tuple(RoundSummary.of(r) for r in self._runs.list_rounds(cfg.run_id)),

@@ -6,13 +6,14 @@ chosen in ``fedlearn.bootstrap``; the service only sees these protocols.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from fedlearn.core.types import (
     CentralPrivacyState,
     ClientCapabilities,
     ClientRecord,
+    ClusterEvent,
     EvalResult,
     Lease,
     PrivacySpend,
@@ -34,11 +35,14 @@ from fedlearn.service.messages import (
 __all__ = [
     "Clock",
     "CoordinatorApi",
+    "EventBus",
     "Evaluator",
     "LeaseStore",
     "LivenessStore",
     "ModelStore",
+    "RoundCounters",
     "RunStore",
+    "Subscription",
 ]
 
 
@@ -67,12 +71,35 @@ class RunStore(Protocol):
 
     def list_clients(self, run_id: str) -> Sequence[ClientRecord]: ...
 
-    def create_round(self, round_: RoundRecord) -> None:
-        """Store a new round; ``ConflictError`` if that number already exists."""
+    def create_round(self, round_: RoundRecord, *, lease_token: int | None = None) -> None:
+        """Store a new round; ``ConflictError`` if that number already exists.
+
+        ``lease_token``: the fencing token of the round's lease (a coordinator
+        cluster), recorded as if :meth:`claim_round` had claimed it.
+        """
         ...
 
-    def save_round(self, round_: RoundRecord) -> None:
-        """Replace a stored round with this version (same run and number)."""
+    def claim_round(self, run_id: str, round_number: int, token: int) -> None:
+        """Make ``token`` the round's fencing token, so that writes fenced with an
+        older one are refused from now on; ``FencedError`` if the round already
+        holds a newer token, ``NotFoundError`` if it does not exist."""
+        ...
+
+    def save_round(
+        self,
+        round_: RoundRecord,
+        *,
+        fence: int | None = None,
+        expect_updates: Collection[str] | None = None,
+    ) -> None:
+        """Replace a stored round with this version (same run and number).
+
+        ``fence``: only while the round's fencing token is still ``fence``, else
+        ``FencedError``. ``expect_updates``: only if the round's stored updates are
+        exactly these update ids, else ``ConflictError`` (reason
+        ``updates_changed``). Both are checked in the write's own transaction, so
+        an update stored concurrently is either in the set or refused after it.
+        """
         ...
 
     def get_round(self, run_id: str, round_number: int) -> RoundRecord | None: ...
@@ -85,8 +112,11 @@ class RunStore(Protocol):
         """All rounds of a run, by round number."""
         ...
 
-    def add_update(self, update: UpdateRecord) -> None:
-        """Store an accepted update; ``ConflictError`` if its ``update_id`` exists."""
+    def add_update(self, update: UpdateRecord, *, only_if_open: bool = False) -> None:
+        """Store an accepted update; ``ConflictError`` if its ``update_id`` exists,
+        or (reason ``already_submitted``) if its client already has an update in
+        the round. ``only_if_open``: ``StaleRoundError`` unless the round is open,
+        checked in the same transaction as the insert."""
         ...
 
     def get_update(self, run_id: str, update_id: str) -> UpdateRecord | None: ...
@@ -221,4 +251,42 @@ class LivenessStore(Protocol):
 
     def alive(self) -> frozenset[str]:
         """The clients whose last heartbeat has not expired."""
+        ...
+
+
+class Subscription(Protocol):
+    def close(self) -> None:
+        """Stop delivering events; returns once no handler call is running."""
+        ...
+
+
+class EventBus(Protocol):
+    """Fire-and-forget notices between the replicas of a coordinator cluster.
+
+    Delivery is at most once and only to replicas subscribed at the time, so an
+    event is a hint to act sooner: every replica also rereads the database on
+    its own schedule. Handlers run on the bus's own thread, never inside
+    :meth:`publish`. Errors: ``StorageError`` for a backend failure of
+    :meth:`publish` (a failed delivery is logged by the bus).
+    """
+
+    def publish(self, event: ClusterEvent) -> None: ...
+
+    def subscribe(self, handler: Callable[[ClusterEvent], None]) -> Subscription:
+        """Call ``handler`` for every event published from now on (also this replica's)."""
+        ...
+
+
+class RoundCounters(Protocol):
+    """Integer counters per round (accepted updates, say) that every replica reads.
+
+    Errors: ``StorageError`` for a backend failure.
+    """
+
+    def add(self, run_id: str, round_number: int, name: str, amount: int = 1) -> int:
+        """Add ``amount`` to the counter and return its new value."""
+        ...
+
+    def read(self, run_id: str, round_number: int) -> dict[str, int]:
+        """Every counter of the round (missing ones are 0)."""
         ...

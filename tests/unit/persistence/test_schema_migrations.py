@@ -68,13 +68,14 @@ def test_downgrade_to_base_removes_every_table(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_head_revision_is_the_update_codecs_migration() -> None:
-    assert migrate.head_revision() == "0006"
+def test_head_revision_is_the_round_leases_migration() -> None:
+    assert migrate.head_revision() == "0007"
     assert (migrate.MIGRATIONS_DIR / "versions" / "0001_initial.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0002_rejected_updates.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0003_round_timings.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0004_privacy_ledger.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "versions" / "0006_update_codecs.py").is_file()
+    assert (migrate.MIGRATIONS_DIR / "versions" / "0007_round_leases.py").is_file()
     assert (migrate.MIGRATIONS_DIR / "script.py.mako").is_file()
 
 
@@ -93,7 +94,7 @@ def test_upgrade_from_0001_adds_rejected_updates_and_keeps_existing_rows(tmp_pat
     assert "rejected_updates" in sa.inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT run_id FROM runs")).scalars().all() == ["run-a"]
-    assert migrate.current_revision(engine) == "0006"
+    assert migrate.current_revision(engine) == "0007"
     engine.dispose()
     assert _diffs(url) == []
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from fedlearn_testing import FakeClock
 
 from fedlearn.core.serialization import encode_weights
 from fedlearn.core.strategy import FedAvg
@@ -12,14 +13,6 @@ from fedlearn.service.coordinator import Coordinator
 from fedlearn.service.messages import CoordinatorConfig, UpdateSubmission
 
 INITIAL = {"w": np.zeros((2, 3), np.float32), "b": np.ones(2, np.float32)}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def now(self) -> float:
-        return self.t
 
 
 class CountingEvaluator:
@@ -39,7 +32,7 @@ class World:
         self.initial = INITIAL if initial is None else initial
         self.runs = InMemoryRunStore()
         self.models = InMemoryModelStore()
-        self.clock = FakeClock()
+        self.clock = FakeClock(1_000.0)
         self.evaluator = evaluator or CountingEvaluator()
         defaults = {
             "run_id": "r",

@@ -158,7 +158,7 @@ def test_bad_ids_are_refused_before_anything_is_stored(open_world):
 def test_a_failed_row_write_leaves_no_orphan_blob(open_world, monkeypatch):
     from fedlearn.errors import StorageError
 
-    def broken(update):
+    def broken(update, **options):
         raise StorageError("disk full")
 
     monkeypatch.setattr(open_world.runs, "add_update", broken)

@@ -1,0 +1,114 @@
+"""What a coordinator needs to run as one replica of a cluster, and its round lease.
+
+Replicas share the ``RunStore`` (PostgreSQL: the source of truth) and the
+``ModelStore`` (a shared folder), and through these ports:
+
+- ``LeaseStore``: one lease per round. Its holder, the round's *leader*, is the
+  only replica that folds the round's updates, closes or fails it and opens the
+  next one. Every write it makes on the round row carries the lease's fencing
+  token, which the database compares with the newest token that claimed the
+  round, so a leader that was paused or cut off past its lease cannot change
+  the round after another replica took it over;
+- ``EventBus``: notices of round transitions, accepted updates and
+  registrations, so replicas act at once instead of at their next resync;
+- ``RoundCounters``: per-round counts every replica reads (updates accepted,
+  bytes sent down);
+- ``LivenessStore``: client heartbeats; rounds select among live clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fedlearn.core.types import Lease, round_lease_name
+from fedlearn.errors import StorageError
+from fedlearn.service.ports import Clock, EventBus, LeaseStore, LivenessStore, RoundCounters
+
+__all__ = ["ClusterPorts", "Leadership"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterPorts:
+    """The shared services of a coordinator cluster, and this replica's name in it."""
+
+    replica_id: str
+    leases: LeaseStore
+    events: EventBus
+    counters: RoundCounters
+    liveness: LivenessStore | None = None
+    lease_ttl_s: float = 3.0
+    """How long a round's lease outlives its holder's last renewal (renewed every third)."""
+    resync_s: float = 1.0
+    """How often a replica rereads the run from the database, events or not."""
+    client_ttl_s: float = 60.0
+    """A client that was not heard from for this long is not selected for new rounds."""
+
+
+class Leadership:
+    """This replica's lease on the one round it leads, if any."""
+
+    def __init__(self, ports: ClusterPorts, run_id: str, clock: Clock) -> None:
+        self._ports = ports
+        self._run_id = run_id
+        self._clock = clock
+        self.lease: Lease | None = None
+        self._renewed_at = 0.0
+
+    def name(self, round_number: int) -> str:
+        return round_lease_name(self._run_id, round_number)
+
+    def leads(self, round_number: int) -> bool:
+        return self.lease is not None and self.lease.name == self.name(round_number)
+
+    @property
+    def token(self) -> int:
+        if self.lease is None:
+            raise RuntimeError("this replica holds no round lease")
+        return self.lease.token
+
+    def acquire(self, round_number: int) -> Lease | None:
+        """Take the round's lease if nobody holds it (giving up any other lease first)."""
+        self.release()
+        lease = self._ports.leases.acquire(
+            self.name(round_number), self._ports.replica_id, self._ports.lease_ttl_s
+        )
+        if lease is not None:
+            self.lease = lease
+            self._renewed_at = self._clock.now()
+        return lease
+
+    def held_elsewhere(self, round_number: int) -> bool:
+        current = self._ports.leases.current(self.name(round_number))
+        return current is not None and current.holder != self._ports.replica_id
+
+    def keep(self) -> bool:
+        """Renew the lease once a third of its time has passed; ``False`` when it
+        was lost (expired and perhaps taken), after which this replica holds none."""
+        lease = self.lease
+        if lease is None:
+            return False
+        now = self._clock.now()
+        if now - self._renewed_at < self._ports.lease_ttl_s / 3:
+            return True
+        if self._ports.leases.renew(lease, self._ports.lease_ttl_s):
+            self._renewed_at = now
+            return True
+        logger.warning("replica %s lost the lease %s", self._ports.replica_id, lease.name)
+        self.lease = None
+        return False
+
+    def drop(self) -> None:
+        """Forget the lease without releasing it (it is no longer this replica's)."""
+        self.lease = None
+
+    def release(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        try:
+            self._ports.leases.release(lease)
+        except StorageError as exc:  # it expires on its own
+            logger.warning("could not release lease %s: %s", lease.name, exc)
