@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import redis
+import sqlalchemy as sa
 import torch
 
+from fedlearn.cache import (
+    RedisEventBus,
+    RedisLeaseStore,
+    RedisLivenessStore,
+    RedisRoundCounters,
+)
 from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.client.secure_random import secure_rng
@@ -28,11 +38,14 @@ from fedlearn.persistence.engine import make_engine
 from fedlearn.persistence.migrate import check_schema_current, upgrade
 from fedlearn.persistence.model_store import FileModelStore
 from fedlearn.persistence.sql_store import SqlRunStore
+from fedlearn.service.cluster import ClusterPorts
 from fedlearn.service.coordinator import Coordinator
 from fedlearn.service.messages import CoordinatorConfig, RollbackOutcome
 from fedlearn.service.recovery import ErrorRecoveryManager
 from fedlearn.transport.client import GrpcCoordinatorClient
-from fedlearn.transport.server import CoordinatorServer, ServerOptions
+from fedlearn.transport.health_probe import grpc_health_status
+from fedlearn.transport.http_health import HealthHttpServer
+from fedlearn.transport.server import SERVICE_NAME, CoordinatorServer, ServerOptions
 
 __all__ = [
     "ClientSettings",
@@ -41,6 +54,7 @@ __all__ = [
     "SystemClock",
     "build_client",
     "build_coordinator",
+    "build_health_endpoint",
     "load_data",
     "read_run",
     "rollback_stored_run",
@@ -72,6 +86,14 @@ class CoordinatorSettings:
     run: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     test_data: DataSettings | None = None
     model_seed: int = 0
+    redis_url: str | None = None
+    """Run as one replica of a cluster that shares this Redis (and the database and
+    model folder); ``None``: a coordinator on its own."""
+    replica_id: str | None = None
+    """This replica's name in the cluster [default: host name and process id]."""
+    lease_ttl_s: float = 3.0
+    http_address: str | None = None
+    """Where to serve ``/healthz`` and ``/readyz``; ``None``: nowhere."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +128,19 @@ def build_coordinator(settings: CoordinatorSettings) -> tuple[Coordinator, Coord
     cfg = settings.run
     if cfg.model_name not in MODEL_NAMES:
         raise ConfigError(f"unknown model {cfg.model_name!r}; choose one of {MODEL_NAMES}")
-    upgrade(settings.database_url)
-    runs = SqlRunStore(make_engine(settings.database_url))
+    engine = make_engine(settings.database_url)
+    cluster = None
+    if settings.redis_url is None:
+        upgrade(engine)  # a coordinator on its own keeps its schema current itself
+    else:  # replicas never migrate behind each other's backs: `fedlearn db upgrade` does
+        if engine.dialect.name != "postgresql":
+            raise ConfigError(
+                "a coordinator cluster (--redis-url) needs a PostgreSQL database that every "
+                f"replica shares, not {engine.dialect.name}"
+            )
+        check_schema_current(engine)
+        cluster = _cluster_ports(settings)
+    runs = SqlRunStore(engine)
     evaluator = None
     if settings.test_data is not None:
         data = load_data(settings.test_data)
@@ -123,8 +156,68 @@ def build_coordinator(settings: CoordinatorSettings) -> tuple[Coordinator, Coord
         evaluator=evaluator,
         # central DP's noise and client selection: OS entropy, never a seeded generator
         noise=secure_rng() if cfg.central_dp is not None else None,
+        cluster=cluster,
     )
     return coordinator, CoordinatorServer(coordinator, settings.server)
+
+
+def _redis_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)
+
+
+def _cluster_ports(settings: CoordinatorSettings) -> ClusterPorts:
+    assert settings.redis_url is not None
+    client = _redis_client(settings.redis_url)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot reach Redis at {settings.redis_url}: {exc}") from exc
+    run_id = settings.run.run_id
+    replica = settings.replica_id or f"{socket.gethostname()}-{os.getpid()}"
+    logger.info("replica %s of a cluster on %s", replica, settings.redis_url)
+    return ClusterPorts(
+        replica_id=replica,
+        leases=RedisLeaseStore(client),
+        events=RedisEventBus(client, run_id=run_id),
+        counters=RedisRoundCounters(client),
+        liveness=RedisLivenessStore(client, group=run_id),
+        lease_ttl_s=settings.lease_ttl_s,
+    )
+
+
+def build_health_endpoint(
+    settings: CoordinatorSettings, server: CoordinatorServer
+) -> HealthHttpServer | None:
+    """``/healthz`` (the process answers) and ``/readyz`` (the replica's gRPC server
+    answers the gRPC health-checking protocol with SERVING, and its database and
+    Redis answer) on ``settings.http_address``; ``None`` without one."""
+    if settings.http_address is None:
+        return None
+    engine = make_engine(settings.database_url)
+    client = _redis_client(settings.redis_url) if settings.redis_url else None
+    target = f"127.0.0.1:{server.port}"
+
+    def live() -> list[str]:
+        return []
+
+    def ready() -> list[str]:
+        problems = []
+        status = grpc_health_status(target, SERVICE_NAME, timeout_s=1.0)
+        if status != "SERVING":
+            problems.append(f"gRPC health of {SERVICE_NAME}: {status}")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError as exc:
+            problems.append(f"database: {exc.__class__.__name__}: {exc}"[:300])
+        if client is not None:
+            try:
+                client.ping()
+            except redis.RedisError as exc:
+                problems.append(f"redis: {exc}")
+        return problems
+
+    return HealthHttpServer(settings.http_address, live=live, ready=ready)
 
 
 def _client_data(settings: ClientSettings) -> tuple[Dataset, np.ndarray]:

@@ -60,9 +60,45 @@ def coordinator(
     model_dir: Annotated[
         Path,
         typer.Option(
-            envvar="FEDLEARN_MODEL_DIR", help="Folder of the model store (global models, updates)."
+            envvar="FEDLEARN_MODEL_DIR",
+            help="Folder of the model store (global models, updates); on a cluster, a "
+            "folder every replica shares (a shared volume).",
         ),
     ] = Path("fedlearn-state/models"),
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEDLEARN_REDIS_URL",
+            help="Run as one replica of a coordinator cluster sharing this Redis, the "
+            "(PostgreSQL) database and the model folder, e.g. redis://127.0.0.1:6379/0. "
+            "The schema must be current: run `fedlearn db upgrade` first. "
+            "[default: a coordinator on its own]",
+        ),
+    ] = None,
+    replica_id: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEDLEARN_REPLICA_ID",
+            help="This replica's name in the cluster [default: host name and process id].",
+        ),
+    ] = None,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            min=0.5,
+            envvar="FEDLEARN_LEASE_TTL",
+            help="Seconds a round's lease outlives its leader's last renewal; another "
+            "replica takes the round over after that.",
+        ),
+    ] = 3.0,
+    http_address: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FEDLEARN_HTTP_ADDRESS",
+            help="host:port for HTTP GET /healthz and /readyz (load balancer checks). "
+            "[default: none]",
+        ),
+    ] = None,
     run_id: Annotated[
         str,
         typer.Option(
@@ -201,7 +237,12 @@ def coordinator(
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Serve a federated training run: register clients, run rounds, aggregate with FedAvg."""
-    from fedlearn.bootstrap import CoordinatorSettings, DataSettings, build_coordinator
+    from fedlearn.bootstrap import (
+        CoordinatorSettings,
+        DataSettings,
+        build_coordinator,
+        build_health_endpoint,
+    )
 
     setup_logging(log_level, plain=True)
     run = CoordinatorConfig(
@@ -260,11 +301,18 @@ def coordinator(
         run=run,
         test_data=test,
         model_seed=seed,
+        redis_url=redis_url or None,
+        replica_id=replica_id or None,
+        lease_ttl_s=lease_ttl,
+        http_address=http_address or None,
     )
     tune_malloc()
     service, server = build_coordinator(settings)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     server.start()
+    health = build_health_endpoint(settings, server)
+    if health is not None:
+        health.start()
     if port_file is not None:
         port_file.write_text(f"{server.port}\n")
     try:
@@ -274,7 +322,10 @@ def coordinator(
         while time.monotonic() < end and not service.all_clients_released:
             time.sleep(0.1)
     finally:
+        if health is not None:
+            health.stop()
         server.stop()
+        service.close()
     final = service.status()
     central = final.central_privacy
     if central is not None and central.exhausted:
