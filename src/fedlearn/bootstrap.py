@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -157,8 +159,35 @@ def build_coordinator(settings: CoordinatorSettings) -> tuple[Coordinator, Coord
         # central DP's noise and client selection: OS entropy, never a seeded generator
         noise=secure_rng() if cfg.central_dp is not None else None,
         cluster=cluster,
+        failpoint=_failpoint_from_env(),
     )
     return coordinator, CoordinatorServer(coordinator, settings.server)
+
+
+PAUSE_BEFORE_CLOSE = "FEDLEARN_FAILPOINT_PAUSE_BEFORE_CLOSE"
+"""Fault injection for cluster tests: a file path. The first process of the cluster that
+is about to write a round's result creates the file (with its pid) and stops itself
+with SIGSTOP, as a leader paused between its lease check and its write would."""
+
+
+def _failpoint_from_env() -> Callable[[str], None] | None:
+    marker = os.environ.get(PAUSE_BEFORE_CLOSE)
+    if not marker:
+        return None
+
+    def pause(point: str) -> None:
+        if point != "before_close":
+            return
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return  # another process paused already
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(fd)
+        logger.warning("failpoint %s: stopping this process before a round's write", point)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    return pause
 
 
 def _redis_client(url: str) -> redis.Redis:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -95,6 +95,7 @@ class Coordinator:
         evaluator: Evaluator | None = None,
         noise: NoiseSource | None = None,
         cluster: ClusterPorts | None = None,
+        failpoint: Callable[[str], None] | None = None,
     ) -> None:
         """``noise``: the source of central DP's noise and client selection, needed
         when ``config.central_dp`` is set (a cryptographically secure one in
@@ -102,6 +103,10 @@ class Coordinator:
 
         ``cluster``: run as one replica of a coordinator cluster (see
         ``fedlearn.service.cluster``); the stores must then be shared ones.
+
+        ``failpoint``: called with a point's name (``"before_close"``: a round's
+        leader is about to write the round's result) so that fault-injection
+        tests can stop the process exactly there.
         """
         codec = parse_codec(config.round_config.codec).name  # the name headers carry
         config = replace(config, round_config=replace(config.round_config, codec=codec))
@@ -127,6 +132,7 @@ class Coordinator:
         self._cluster = cluster
         self._lead = Leadership(cluster, config.run_id, clock) if cluster else None
         self._synced_at = 0.0
+        self._failpoint = failpoint
         self.fenced_writes = 0
         """Writes the database refused because another replica took the round over."""
         with self._starting():
@@ -637,6 +643,8 @@ class Coordinator:
                 keep_updates=self.config.keep_updates,
             )
         token = self._lead.token
+        if self._failpoint is not None:
+            self._failpoint("before_close")
         counted = self._cluster.counters.read(self.config.run_id, open_.number)
         open_.bytes_down = max(open_.bytes_down, counted.get("bytes_down", 0))
         for attempt in range(5):

@@ -1,0 +1,227 @@
+"""A coordinator cluster under fire: 3 replicas behind HAProxy, PostgreSQL, Redis, and
+real client processes that reach the replicas only through the load balancer.
+
+- SIGKILL the replica that holds the open round's lease while the round has
+  acknowledged some updates and waits for others: another replica takes the
+  round over within the lease time, the run completes, and in every round the
+  updates acknowledged to clients are exactly those counted in the aggregate.
+- A leader stopped (SIGSTOP, by a failpoint) right before it writes a round's
+  result, past its lease: another replica completes the round; once resumed, the
+  stopped replica's write is refused by the round's fencing token.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+import redis
+
+from fedlearn.bootstrap import PAUSE_BEFORE_CLOSE
+from fedlearn.cache import RedisLeaseStore, RedisRoundCounters
+from fedlearn.cli.haproxy import find_haproxy
+from fedlearn.cli.local_cluster import ClusterSettings, LocalCluster
+from fedlearn.core.types import RoundStatus, round_lease_name
+from fedlearn.errors import ConfigError, StorageError
+from fedlearn.persistence import SqlRunStore, make_engine
+from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+POSTGRES_URL = os.environ.get("FEDLEARN_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+REDIS_URL = os.environ.get("FEDLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+LEASE_TTL = 2.0
+CLIENTS = ("c0", "c1", "c2")
+HOLDOUTS = {"c0": 0.85, "c1": 0.5, "c2": 0.0}  # unequal training times: rounds have a middle
+ACK = re.compile(r"round (\d+): update (\S+) (?:accepted|was already stored)")
+
+
+def _missing(what: str, reason: str) -> None:
+    message = f"{what} is needed for this test: {reason}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def cluster_db() -> Iterator[str]:
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_postgres_schema(POSTGRES_URL))
+        except StorageError as exc:
+            _missing("PostgreSQL", str(exc))
+        yield url
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _missing("Redis", str(exc))
+    try:
+        find_haproxy()
+    except ConfigError as exc:
+        _missing("HAProxy", str(exc))
+    yield client
+    client.close()
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, db: str, client: redis.Redis, env: dict[str, str]) -> None:
+        self.run_id = f"ha-{uuid.uuid4().hex[:10]}"  # Redis keys of its own
+        self.tmp_path = tmp_path
+        self.db = db
+        self.env = env
+        self.leases = RedisLeaseStore(client)
+        self.counters = RedisRoundCounters(client)
+        self.engine = make_engine(db)
+        self.runs = SqlRunStore(self.engine)
+
+    def settings(self, *, rounds: int, model: str, env: dict[str, str]) -> ClusterSettings:
+        args = (
+            "--run-id", self.run_id, "--model", model, "--rounds", str(rounds),
+            "--min-clients", "3", "--lease-ttl", str(LEASE_TTL), "--round-timeout", "300",
+            "--keep-updates", "--linger", "10", "--log-level", "info",
+        )  # fmt: skip
+        return ClusterSettings(
+            database_url=self.db,
+            redis_url=REDIS_URL,
+            work_dir=self.tmp_path / "cluster",
+            replicas=3,
+            coordinator_args=args,
+            env=env,
+        )
+
+    def leader(self, round_number: int) -> str | None:
+        lease = self.leases.current(round_lease_name(self.run_id, round_number))
+        return None if lease is None else lease.holder
+
+    def open_round(self) -> int | None:
+        latest = self.runs.latest_round(self.run_id) if self.runs.get_run(self.run_id) else None
+        if latest is None or latest.status is not RoundStatus.OPEN:
+            return None
+        return latest.round_number
+
+    def acknowledged(self, processes) -> dict[int, set[str]]:
+        """Per round, the update ids the clients logged as acknowledged."""
+        acked: dict[int, set[str]] = {}
+        for name in CLIENTS:
+            for number, update_id in ACK.findall(processes.log(name)):
+                acked.setdefault(int(number), set()).add(update_id)
+        return acked
+
+    def check_nothing_lost(self, processes, rounds: int) -> None:
+        stored = self.runs.list_rounds(self.run_id)
+        assert [r.status for r in stored[1:]] == [RoundStatus.COMPLETED] * rounds
+        acked = self.acknowledged(processes)
+        for record in stored[1:]:
+            counted = {
+                u.update_id for u in self.runs.list_updates(self.run_id, record.round_number)
+            }
+            assert acked.get(record.round_number, set()) == counted, record.round_number
+            assert record.participating_clients == len(counted) == 3
+
+
+def _start_clients(processes, lb: str, digits_dir: Path) -> None:
+    for i, name in enumerate(CLIENTS):
+        processes.start(
+            name,
+            "client", "--coordinator", lb, "--client-id", name, "--partition", i,
+            "--num-partitions", 3, "--partitioner", "iid", "--dataset", "mnist",
+            "--data-dir", digits_dir, "--no-download", "--threads", 1,
+            "--holdout", HOLDOUTS[name], "--log-level", "info",
+        )  # fmt: skip
+
+
+def _wait(predicate, *, timeout_s: float, what: str, poll_s: float = 0.02):
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def test_killing_the_leader_mid_round_loses_no_acknowledged_update(
+    tmp_path, digits_dir, processes, child_env, cluster_db, redis_client
+) -> None:
+    h = Harness(tmp_path, cluster_db, redis_client, child_env)
+    rounds = 4
+    with LocalCluster(h.settings(rounds=rounds, model="cnn", env=child_env)) as cluster:
+        _start_clients(processes, cluster.lb_address, digits_dir)
+        killed: list[tuple[int, str, float]] = []
+        while not killed:  # the first round caught with some updates in and some not
+            number = _wait(h.open_round, timeout_s=300, what="an open round")
+            accepted = h.counters.read(h.run_id, number).get("accepted", 0)
+            leader = h.leader(number)
+            if 1 <= accepted < 3 and leader is not None and h.open_round() == number:
+                cluster.kill(leader, signal.SIGKILL)
+                killed.append((number, leader, time.monotonic()))
+            elif number == rounds and accepted >= 3:
+                pytest.fail("no round was caught half-way to kill its leader")
+            time.sleep(0.01)
+        number, dead, at = killed[0]
+        successor = _wait(
+            lambda: (h.leader(number) not in (None, dead)) and h.leader(number),
+            timeout_s=60,
+            what=f"another replica to lead round {number}",
+        )
+        failover_s = time.monotonic() - at
+        assert successor != dead
+        assert failover_s <= LEASE_TTL + 5.0, failover_s  # the lease time plus a loaded machine
+        codes = processes.wait_all(timeout_s=600)
+        assert set(codes.values()) == {0}, codes
+        h.check_nothing_lost(processes, rounds)
+    h.engine.dispose()
+
+
+def test_a_paused_leader_is_refused_by_the_fencing_token_when_it_resumes(
+    tmp_path, digits_dir, processes, child_env, cluster_db, redis_client
+) -> None:
+    h = Harness(tmp_path, cluster_db, redis_client, child_env)
+    marker = tmp_path / "paused.pid"
+    env = {**child_env, PAUSE_BEFORE_CLOSE: str(marker)}
+    rounds = 2
+    with LocalCluster(h.settings(rounds=rounds, model="mlp", env=env)) as cluster:
+        _start_clients(processes, cluster.lb_address, digits_dir)
+        _wait(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout_s=300,
+              what="a leader to stop itself before writing a round")  # fmt: skip
+        pid = int(marker.read_text())
+        paused = next(r.name for r in cluster.replicas if cluster.pid(r.name) == pid)
+        stalled = next(n for n in range(1, rounds + 1) if h.leader(n) == paused)
+        # past its lease, another replica claims the round and completes it
+        done = _wait(
+            lambda: (
+                (r := h.runs.get_round(h.run_id, stalled)) is not None
+                and r.status is RoundStatus.COMPLETED
+                and r
+            ),
+            timeout_s=120,
+            what=f"round {stalled} to complete without its stopped leader",
+        )
+        assert h.leader(stalled) != paused
+        assert "lease-1-" not in (done.global_model_path or "")
+        os.kill(pid, signal.SIGCONT)
+        log = cluster.log_path(paused)
+        _wait(
+            lambda: "refused this replica's write" in log.read_text(errors="replace"),
+            timeout_s=60,
+            what="the resumed replica's write to be refused",
+            poll_s=0.2,
+        )
+        after = h.runs.get_round(h.run_id, stalled)
+        assert after == done  # the refused write changed nothing
+        codes = processes.wait_all(timeout_s=600)
+        assert set(codes.values()) == {0}, codes
+        h.check_nothing_lost(processes, rounds)
+    h.engine.dispose()
