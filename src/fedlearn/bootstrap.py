@@ -45,7 +45,7 @@ from fedlearn.service.coordinator import Coordinator
 from fedlearn.service.messages import CoordinatorConfig, RollbackOutcome
 from fedlearn.service.recovery import ErrorRecoveryManager
 from fedlearn.transport.client import GrpcCoordinatorClient
-from fedlearn.transport.health_probe import grpc_health_status
+from fedlearn.transport.health_probe import GrpcHealthProbe
 from fedlearn.transport.http_health import HealthHttpServer
 from fedlearn.transport.server import SERVICE_NAME, CoordinatorServer, ServerOptions
 
@@ -224,14 +224,14 @@ def build_health_endpoint(
         return None
     engine = make_engine(settings.database_url)
     client = _redis_client(settings.redis_url) if settings.redis_url else None
-    target = f"127.0.0.1:{server.port}"
+    probe = GrpcHealthProbe(f"127.0.0.1:{server.port}")  # one channel for every check
 
     def live() -> list[str]:
         return []
 
     def ready() -> list[str]:
         problems = []
-        status = grpc_health_status(target, SERVICE_NAME, timeout_s=1.0)
+        status = probe.status(SERVICE_NAME, timeout_s=0.4)  # HAProxy waits 0.5 s
         if status != "SERVING":
             problems.append(f"gRPC health of {SERVICE_NAME}: {status}")
         try:

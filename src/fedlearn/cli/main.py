@@ -7,6 +7,7 @@ from rich.console import Console
 
 from fedlearn.cli import (
     client_cmd,
+    cluster_cmd,
     coordinator_cmd,
     db_cmd,
     evaluate_cmd,
@@ -31,6 +32,7 @@ app.command("status")(status_cmd.status)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("run")(run_cmd.run)
 app.command("rollback")(rollback_cmd.rollback)
+app.command("cluster")(cluster_cmd.cluster)
 app.add_typer(db_cmd.db_app, name="db")
 
 

@@ -28,6 +28,7 @@ class _Child:
     process: subprocess.Popen[bytes]
     log_path: Path
     log: IO[bytes]
+    command: list[str]
 
 
 class ProcessGroup:
@@ -41,7 +42,9 @@ class ProcessGroup:
 
     def start(self, name: str, command: list[str]) -> None:
         log_path = self._log_dir / f"{name}.log"
-        log = log_path.open("wb")
+        self._children.append(self._spawn(name, command, log_path.open("wb"), log_path))
+
+    def _spawn(self, name: str, command: list[str], log: IO[bytes], log_path: Path) -> _Child:
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -50,7 +53,32 @@ class ProcessGroup:
             env=self._env,
             start_new_session=True,  # Ctrl-C reaches only us; we stop the children
         )
-        self._children.append(_Child(name, process, log_path, log))
+        return _Child(name, process, log_path, log, list(command))
+
+    def _child(self, name: str) -> _Child:
+        for child in reversed(self._children):
+            if child.name == name:
+                return child
+        raise KeyError(f"no child named {name!r}")
+
+    def pid(self, name: str) -> int:
+        """The process id of child ``name`` (its latest start)."""
+        return self._child(name).process.pid
+
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to child ``name`` and its process group, if it still runs."""
+        child = self._child(name)
+        if child.process.poll() is None:
+            _signal(child.process, sig)
+
+    def restart(self, name: str, *, grace_s: float = 5.0) -> None:
+        """Stop child ``name`` if it runs, then start its command again; its log goes on."""
+        child = self._child(name)
+        _stop([child], grace_s=grace_s)
+        child.log.write(f"\n--- restarted {name} ---\n".encode())
+        child.log.flush()
+        index = self._children.index(child)
+        self._children[index] = self._spawn(name, child.command, child.log, child.log_path)
 
     def failed(self) -> list[str]:
         """Children that exited with an error, with where to read why."""
@@ -80,18 +108,25 @@ class ProcessGroup:
 
     def stop(self, *, grace_s: float = 5.0) -> None:
         """SIGTERM every child still running, then SIGKILL what is left after ``grace_s``."""
-        alive = [c for c in self._children if c.process.poll() is None]
-        for child in alive:
-            _signal(child.process, signal.SIGTERM)
-        end = time.monotonic() + grace_s
-        for child in alive:
-            try:
-                child.process.wait(max(0.0, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal(child.process, signal.SIGKILL)
-                child.process.wait()
+        _stop(self._children, grace_s=grace_s)
         for child in self._children:
             child.log.close()
+
+
+def _stop(children: list[_Child], *, grace_s: float) -> None:
+    """SIGTERM the children still running (SIGCONT too, in case one was paused), then
+    SIGKILL those left after ``grace_s``."""
+    alive = [c for c in children if c.process.poll() is None]
+    for child in alive:
+        _signal(child.process, signal.SIGTERM)
+        _signal(child.process, signal.SIGCONT)
+    end = time.monotonic() + grace_s
+    for child in alive:
+        try:
+            child.process.wait(max(0.0, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal(child.process, signal.SIGKILL)
+            child.process.wait()
 
 
 def _signal(process: subprocess.Popen[bytes], sig: int) -> None:
