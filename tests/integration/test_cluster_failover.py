@@ -5,6 +5,7 @@ real client processes that reach the replicas only through the load balancer.
   acknowledged some updates and waits for others: another replica takes the
   round over within the lease time, the run completes, and in every round the
   updates acknowledged to clients are exactly those counted in the aggregate.
+- A replica started on a database whose schema is behind refuses to run.
 - A leader stopped (SIGSTOP, by a failpoint) right before it writes a round's
   result, past its lease: another replica completes the round; once resumed, the
   stopped replica's write is refused by the round's fencing token.
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,6 +34,7 @@ from fedlearn.cli.local_cluster import ClusterSettings, LocalCluster
 from fedlearn.core.types import RoundStatus, round_lease_name
 from fedlearn.errors import ConfigError, StorageError
 from fedlearn.persistence import SqlRunStore, make_engine
+from fedlearn.persistence.migrate import current_revision, upgrade
 from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
@@ -225,3 +229,24 @@ def test_a_paused_leader_is_refused_by_the_fencing_token_when_it_resumes(
         assert set(codes.values()) == {0}, codes
         h.check_nothing_lost(processes, rounds)
     h.engine.dispose()
+
+
+def test_a_replica_refuses_a_database_with_an_old_schema(
+    tmp_path, processes, cluster_db, redis_client
+) -> None:
+    upgrade(cluster_db, revision="0006")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "fedlearn", "coordinator", "--address", "127.0.0.1:0",
+            "--database-url", cluster_db, "--redis-url", REDIS_URL,
+            "--model-dir", tmp_path / "models", "--model", "mlp",
+        ],
+        capture_output=True, text=True, env=processes.env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    said = " ".join((done.stderr + done.stdout).split())  # Rich wraps long lines
+    assert "database schema is at 0006, this fedlearn needs 0007" in said
+    assert "run `fedlearn db upgrade`" in said
+    engine = make_engine(cluster_db)
+    assert current_revision(engine) == "0006"  # a replica never migrates by itself
+    engine.dispose()
