@@ -42,7 +42,11 @@ BENCHMARKS = {
     "dp_accuracy": "benchmarks.dp_accuracy",
 }
 """Run by default, in this order."""
-OPTIONAL = {"flower": "benchmarks.flower_compare", "compression": "benchmarks.compression"}
+OPTIONAL = {
+    "flower": "benchmarks.flower_compare",
+    "compression": "benchmarks.compression",
+    "cluster_chaos": "benchmarks.cluster_chaos",
+}
 """Run only when named (they install things or take long)."""
 
 

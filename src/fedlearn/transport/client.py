@@ -43,6 +43,21 @@ _TRANSIENT = frozenset(
 )
 
 
+_CUT_STREAM = ("stream removed", "rst_stream", "socket closed", "connection reset", "broken pipe")
+"""What gRPC says (with UNKNOWN or INTERNAL) when the connection under a call was cut,
+as a load balancer does when the replica behind it dies mid-call."""
+
+
+def _is_transient(exc: grpc.RpcError) -> bool:
+    code = exc.code() if hasattr(exc, "code") else None
+    if code in _TRANSIENT:
+        return not _is_size_limit(exc)
+    if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+        details = (exc.details() if hasattr(exc, "details") else "") or ""
+        return any(marker in details.lower() for marker in _CUT_STREAM)
+    return False
+
+
 def _is_size_limit(exc: grpc.RpcError) -> bool:
     """RESOURCE_EXHAUSTED for an oversized message never heals by retrying."""
     details = exc.details() if hasattr(exc, "details") else ""
@@ -103,7 +118,7 @@ class GrpcCoordinatorClient:
                 return fn()
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
-                if code not in _TRANSIENT or _is_size_limit(exc):
+                if not _is_transient(exc):
                     raise error_from_rpc(exc) from exc
                 delay = next(delays, None)
                 if delay is None:
