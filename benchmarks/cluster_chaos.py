@@ -17,8 +17,9 @@ Measured:
   logs each ack) against the updates stored for each completed round and its
   ``participating_clients``.
 
-``python -m benchmarks cluster_chaos`` (quick: 4 kills, MLP, 30 rounds); ``--full``:
-20 kills, CNN, 60 rounds. Needs PostgreSQL, Redis and HAProxy (``make install`` installs
+``python -m benchmarks cluster_chaos`` (quick: 4 kills, MLP with 5 local epochs, 60
+rounds); ``--full``: 20 kills, CNN, 60 rounds. A killed replica takes 10-30 s to load
+again here, so a run must last long enough for its kills. Needs PostgreSQL, Redis and HAProxy (``make install`` installs
 HAProxy); URLs from ``FEDLEARN_TEST_POSTGRES_URL`` / ``FEDLEARN_TEST_REDIS_URL``.
 """
 
@@ -61,12 +62,12 @@ COLUMNS = (
 @dataclass(frozen=True, slots=True)
 class ChaosConfig:
     kills: int = 4
-    rounds: int = 30
+    rounds: int = 60
     clients: int = 4
     replicas: int = 3
     lease_ttl_s: float = 2.0
     model: str = "mlp"
-    local_epochs: int = 1
+    local_epochs: int = 5
     budget_s: float = 1800.0
 
 
@@ -315,7 +316,9 @@ def to_result(run: ChaosRun, *, quick: bool) -> Result:
 
 def run(quick: bool) -> Result:
     config = (
-        ChaosConfig() if quick else ChaosConfig(kills=20, rounds=60, model="cnn", budget_s=3600.0)
+        ChaosConfig()
+        if quick
+        else ChaosConfig(kills=20, rounds=60, model="cnn", local_epochs=1, budget_s=3600.0)
     )
     return to_result(run_cluster_chaos(config), quick=quick)
 
@@ -323,7 +326,7 @@ def run(quick: bool) -> Result:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cluster_chaos")
     parser.add_argument("--kills", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=60)
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--lease-ttl", type=float, default=2.0)

@@ -90,9 +90,12 @@ class Harness:
         self.engine = make_engine(db)
         self.runs = SqlRunStore(self.engine)
 
-    def settings(self, *, rounds: int, model: str, env: dict[str, str]) -> ClusterSettings:
+    def settings(
+        self, *, rounds: int, env: dict[str, str], local_epochs: int = 1
+    ) -> ClusterSettings:
         args = (
-            "--run-id", self.run_id, "--model", model, "--rounds", str(rounds),
+            "--run-id", self.run_id, "--model", "mlp", "--rounds", str(rounds),
+            "--local-epochs", str(local_epochs),
             "--min-clients", "3", "--lease-ttl", str(LEASE_TTL), "--round-timeout", "300",
             "--keep-updates", "--linger", "10", "--log-level", "info",
         )  # fmt: skip
@@ -161,7 +164,8 @@ def test_killing_the_leader_mid_round_loses_no_acknowledged_update(
 ) -> None:
     h = Harness(tmp_path, cluster_db, redis_client, child_env)
     rounds = 4
-    with LocalCluster(h.settings(rounds=rounds, model="cnn", env=child_env)) as cluster:
+    # 5 local epochs: c2 trains about a second longer than c0, a window to kill in
+    with LocalCluster(h.settings(rounds=rounds, env=child_env, local_epochs=5)) as cluster:
         _start_clients(processes, cluster.lb_address, digits_dir)
         killed: list[tuple[int, str, float]] = []
         while not killed:  # the first round caught with some updates in and some not
@@ -196,7 +200,7 @@ def test_a_paused_leader_is_refused_by_the_fencing_token_when_it_resumes(
     marker = tmp_path / "paused.pid"
     env = {**child_env, PAUSE_BEFORE_CLOSE: str(marker)}
     rounds = 2
-    with LocalCluster(h.settings(rounds=rounds, model="mlp", env=env)) as cluster:
+    with LocalCluster(h.settings(rounds=rounds, env=env)) as cluster:
         _start_clients(processes, cluster.lb_address, digits_dir)
         _wait(lambda: marker.exists() and marker.read_text().endswith("\n"), timeout_s=300,
               what="a leader to stop itself before writing a round")  # fmt: skip
