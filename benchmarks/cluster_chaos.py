@@ -19,8 +19,9 @@ Measured:
 
 ``python -m benchmarks cluster_chaos`` (quick: 4 kills, MLP with 5 local epochs, 60
 rounds); ``--full``: 20 kills, CNN, 60 rounds. A killed replica takes 10-30 s to load
-again here, so a run must last long enough for its kills. Needs PostgreSQL, Redis and HAProxy (``make install`` installs
-HAProxy); URLs from ``FEDLEARN_TEST_POSTGRES_URL`` / ``FEDLEARN_TEST_REDIS_URL``.
+again here, so a run must last long enough for its kills. Needs PostgreSQL, Redis and
+HAProxy (``make install`` installs HAProxy); URLs from ``FEDLEARN_TEST_POSTGRES_URL``
+and ``FEDLEARN_TEST_REDIS_URL``.
 """
 
 from __future__ import annotations
