@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from fedlearn.core.types import Lease, round_lease_name
+from fedlearn.core.types import ClusterEvent, ClusterEventKind, Lease, round_lease_name
 from fedlearn.errors import StorageError
 from fedlearn.service.ports import Clock, EventBus, LeaseStore, LivenessStore, RoundCounters
 
@@ -45,6 +45,28 @@ class ClusterPorts:
     """How often a replica rereads the run from the database, events or not."""
     client_ttl_s: float = 60.0
     """A client that was not heard from for this long is not selected for new rounds."""
+
+    def tell(
+        self, kind: ClusterEventKind, run_id: str, round_number: int = 0, *, update_id: str = ""
+    ) -> None:
+        """Tell the other replicas; if Redis is down they find out at their next resync."""
+        event = ClusterEvent(
+            kind, run_id=run_id, replica=self.replica_id, round_number=round_number,
+            update_id=update_id,
+        )  # fmt: skip
+        try:
+            self.events.publish(event)
+        except StorageError as exc:
+            logger.warning("could not tell the other replicas (%s): %s", kind.value, exc)
+
+    def heard_from(self, client_id: str) -> None:
+        """Count the client alive (for the selection of later rounds)."""
+        if self.liveness is None:
+            return
+        try:
+            self.liveness.heartbeat(client_id, self.client_ttl_s)
+        except StorageError as exc:
+            logger.warning("could not record a heartbeat of %s: %s", client_id, exc)
 
 
 class Leadership:

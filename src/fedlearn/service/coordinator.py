@@ -48,7 +48,6 @@ from fedlearn.errors import (
     FencedError,
     NotFoundError,
     StaleRoundError,
-    StorageError,
     UpdateRejectedError,
 )
 from fedlearn.service.central_privacy import CentralPrivacy
@@ -67,14 +66,14 @@ from fedlearn.service.messages import (
     UpdateSubmission,
 )
 from fedlearn.service.model_state import GlobalModel, specs_of
-from fedlearn.service.open_round import OpenRound
+from fedlearn.service.open_round import OpenRound, take_in_stored
 from fedlearn.service.ports import Clock, Evaluator, ModelStore, RunStore
 from fedlearn.service.privacy_ledger import PrivacyBook
 from fedlearn.service.recovery import ErrorRecoveryManager, Rollback
 from fedlearn.service.rejections import record_rejection
 from fedlearn.service.serving import ModelServing
 from fedlearn.service.signals import CountingCondition
-from fedlearn.service.startup import round_key, start_run
+from fedlearn.service.startup import round_key, run_progress, start_run
 
 __all__ = ["Coordinator"]
 
@@ -262,7 +261,8 @@ class Coordinator:
             self._privacy.on_register(record, now=now)
             if capabilities.budget_exhausted:
                 self._decline(cid)
-            self._heartbeat(cid)
+            if self._cluster is not None:
+                self._cluster.heard_from(cid)
             self._publish(ClusterEventKind.CLIENT)
             self._maybe_open_round()
             self._cond.notify_all()
@@ -300,7 +300,8 @@ class Coordinator:
     def poll_task(self, client_id: str, *, wait_s: float = 0.0) -> Task:
         """The client's next task, waiting up to ``wait_s`` seconds for one."""
         self._require_client(client_id)
-        self._heartbeat(client_id)
+        if self._cluster is not None:
+            self._cluster.heard_from(client_id)
         deadline = self._clock.now() + wait_s
         with self._cond:
             while True:
@@ -515,8 +516,7 @@ class Coordinator:
                 updates_received=self._count_accepted(open_),
                 updates_expected=len(open_.record.selected_clients),
             )
-            if self._cluster is not None:
-                self._publish(ClusterEventKind.UPDATE, open_.number, update_id=sub.update_id)
+            self._publish(ClusterEventKind.UPDATE, open_.number, update_id=sub.update_id)
             if open_.complete and (self._cluster is None or self._leads(open_)):
                 self._close_open_round()
             self._cond.notify_all()
@@ -727,11 +727,7 @@ class Coordinator:
         self._global = outcome.restored  # before the next round opens on it
         if self._open is not None:
             self._fail_open_round(outcome.reason, count_failure=False)
-        self._completed = sum(
-            1
-            for r in self._runs.list_rounds(self.config.run_id)
-            if r.status is RoundStatus.COMPLETED and r.round_number > 0
-        )
+        self._completed = run_progress(self._runs.list_rounds(self.config.run_id)).completed_rounds
         self._failed_in_a_row = 0
         self._maybe_open_round()
         self._cond.notify_all()
@@ -829,27 +825,8 @@ class Coordinator:
     def _publish(
         self, kind: ClusterEventKind, round_number: int = 0, *, update_id: str = ""
     ) -> None:
-        if self._cluster is None:
-            return
-        event = ClusterEvent(
-            kind,
-            run_id=self.config.run_id,
-            replica=self._cluster.replica_id,
-            round_number=round_number,
-            update_id=update_id,
-        )
-        try:
-            self._cluster.events.publish(event)
-        except StorageError as exc:  # the others find out at their next resync
-            logger.warning("could not tell the other replicas (%s): %s", kind.value, exc)
-
-    def _heartbeat(self, client_id: str) -> None:
-        if self._cluster is None or self._cluster.liveness is None:
-            return
-        try:
-            self._cluster.liveness.heartbeat(client_id, self._cluster.client_ttl_s)
-        except StorageError as exc:
-            logger.warning("could not record a heartbeat of %s: %s", client_id, exc)
+        if self._cluster is not None:
+            self._cluster.tell(kind, self.config.run_id, round_number, update_id=update_id)
 
     def _on_event(self, event: ClusterEvent) -> None:
         """Another replica changed something: catch up now rather than at the next resync."""
@@ -932,19 +909,8 @@ class Coordinator:
     def _refresh_received(self, open_: OpenRound, *, leading: bool | None = None) -> None:
         """Take in the round's updates that other replicas stored: the leader folds
         them into the running sum, a follower only notes who reported."""
-        lead = self._leads(open_) if leading is None else leading
-        for update in self._runs.list_updates(self.config.run_id, open_.number):
-            if update.client_id in open_.received:
-                continue
-            if lead:
-                if update.model_update_path is None:
-                    raise ConflictError(f"update {update.update_id} has no stored blob")
-                payload = self._models.get(update.model_update_path)
-                checked = decode_update_payload(payload, self._specs).update
-                open_.aggregator.add(checked.vector, float(update.num_samples))
-                open_.raw_bytes_up += checked.vector.nbytes
-            open_.received[update.client_id] = update
-            open_.bytes_up += update.wire_bytes
+        fold = self._leads(open_) if leading is None else leading
+        take_in_stored(open_, runs=self._runs, models=self._models, specs=self._specs, fold=fold)
 
     def _sync(self, *, force: bool = False) -> None:
         """Bring this replica's view of the run up to the database (in a cluster)."""
@@ -961,9 +927,9 @@ class Coordinator:
         unchanged = open_ is None and latest.round_number == self._last_round
         if unchanged and latest.status is not RoundStatus.OPEN and not force:
             return
-        rounds = self._runs.list_rounds(self.config.run_id)
-        completed = [r for r in rounds if r.status is RoundStatus.COMPLETED]
-        last = completed[-1]
+        progress = run_progress(self._runs.list_rounds(self.config.run_id))
+        last = progress.last_completed
+        assert last is not None  # round 0 is stored before any replica serves
         if last.global_model_path is not None and last.global_model_path != self._global.path:
             self._global = GlobalModel.load(
                 last.round_number,
@@ -972,13 +938,9 @@ class Coordinator:
                 store=self._models,
                 server_state_path=last.server_state_path,
             )
-        self._completed = sum(1 for r in completed if r.round_number > 0)
+        self._completed = progress.completed_rounds
         self._last_round = latest.round_number
-        self._failed_in_a_row = 0
-        for r in reversed(rounds):
-            if r.status is not RoundStatus.FAILED:
-                break
-            self._failed_in_a_row += 1
+        self._failed_in_a_row = progress.failed_in_a_row
         if self._lead is not None and not self._lead.leads(latest.round_number):
             self._lead.release()
         if latest.status is RoundStatus.OPEN:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from fedlearn.core.central_dp import Aggregator
-from fedlearn.core.types import RoundRecord, RoundTimings, UpdateRecord
+from fedlearn.core.types import RoundRecord, RoundTimings, TensorSpec, UpdateRecord
+from fedlearn.core.update_payload import decode_update_payload
+from fedlearn.errors import ConflictError
+from fedlearn.service.ports import ModelStore, RunStore
 
-__all__ = ["OpenRound", "weighted_metric"]
+__all__ = ["OpenRound", "take_in_stored", "weighted_metric"]
 
 
 @dataclass(slots=True)
@@ -67,6 +70,31 @@ class OpenRound:
             client_eval_loss=weighted_metric([(u.eval_loss, u.eval_samples) for u in updates]),
             **changes,  # type: ignore[arg-type]
         )
+
+
+def take_in_stored(
+    open_: OpenRound,
+    *,
+    runs: RunStore,
+    models: ModelStore,
+    specs: tuple[TensorSpec, ...],
+    fold: bool,
+) -> None:
+    """Take in the round's stored updates that ``open_`` has not seen: with ``fold``
+    (the process that aggregates the round) their blobs are folded into the running
+    sum, else only who reported is noted."""
+    for update in runs.list_updates(open_.record.run_id, open_.number):
+        if update.client_id in open_.received:
+            continue
+        if fold:
+            if update.model_update_path is None:
+                raise ConflictError(f"update {update.update_id} of an open round has no blob")
+            payload = models.get(update.model_update_path)
+            checked = decode_update_payload(payload, specs).update
+            open_.aggregator.add(checked.vector, float(update.num_samples))
+            open_.raw_bytes_up += checked.vector.nbytes
+        open_.received[update.client_id] = update
+        open_.bytes_up += update.wire_bytes
 
 
 def weighted_metric(pairs: list[tuple[float | None, int]]) -> float | None:

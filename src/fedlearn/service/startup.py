@@ -8,7 +8,7 @@ rebuilt from the update blobs it had acknowledged, which are durable by then.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fedlearn.core.aggregation import StreamingFedAvg
@@ -20,14 +20,12 @@ from fedlearn.core.types import (
     TensorSpec,
     Weights,
 )
-from fedlearn.core.update_payload import decode_update_payload
-from fedlearn.errors import ConflictError
 from fedlearn.service.messages import CoordinatorConfig
 from fedlearn.service.model_state import GlobalModel, flatten
-from fedlearn.service.open_round import OpenRound
+from fedlearn.service.open_round import OpenRound, take_in_stored
 from fedlearn.service.ports import Evaluator, ModelStore, RunStore
 
-__all__ = ["StartState", "round_key", "start_run"]
+__all__ = ["RunProgress", "StartState", "round_key", "run_progress", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +38,34 @@ class StartState:
     open_round: OpenRound | None
     last_round: int
     completed_rounds: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunProgress:
+    """Where a run stands, read off its stored rounds."""
+
+    latest: RoundRecord | None
+    last_completed: RoundRecord | None
+    completed_rounds: int
+    """Completed rounds after round 0 (the initial model)."""
+    failed_in_a_row: int
+    """Failed rounds since the last one that did not fail."""
+
+
+def run_progress(rounds: Sequence[RoundRecord]) -> RunProgress:
+    """``rounds`` in round order, as ``RunStore.list_rounds`` gives them."""
+    completed = [r for r in rounds if r.status is RoundStatus.COMPLETED]
+    failed = 0
+    for r in reversed(rounds):
+        if r.status is not RoundStatus.FAILED:
+            break
+        failed += 1
+    return RunProgress(
+        latest=rounds[-1] if rounds else None,
+        last_completed=completed[-1] if completed else None,
+        completed_rounds=sum(1 for r in completed if r.round_number > 0),
+        failed_in_a_row=failed,
+    )
 
 
 def round_key(run_id: str, round_number: int) -> str:
@@ -63,16 +89,16 @@ def start_run(
     if runs.get_run(config.run_id) is None:
         runs.create_run(RunRecord(config.run_id, config.model_name, now))
     rounds = runs.list_rounds(config.run_id)
-    completed = [r for r in rounds if r.status is RoundStatus.COMPLETED]
+    progress = run_progress(rounds)
     last_round = rounds[-1].round_number if rounds else 0
-    done = sum(1 for r in completed if r.round_number > 0)
-    if not completed:
+    done = progress.completed_rounds
+    last = progress.last_completed
+    if last is None:
         model = _store_initial_model(
             config, initial_weights, specs=specs, runs=runs, models=models,
             evaluator=evaluator, now=now,
         )  # fmt: skip
         return StartState(model, None, last_round, done)
-    last = completed[-1]
     assert last.global_model_path is not None
     model = GlobalModel.load(
         last.round_number,
@@ -134,14 +160,7 @@ def _resume(
     aggregator: Aggregator,
 ) -> OpenRound:
     open_ = OpenRound(record, aggregator)
-    for update in runs.list_updates(record.run_id, record.round_number):
-        if update.model_update_path is None:
-            raise ConflictError(f"update {update.update_id} of an open round has no blob")
-        checked = decode_update_payload(models.get(update.model_update_path), model.specs).update
-        open_.aggregator.add(checked.vector, float(update.num_samples))
-        open_.received[update.client_id] = update
-        open_.bytes_up += update.wire_bytes
-        open_.raw_bytes_up += checked.vector.nbytes
+    take_in_stored(open_, runs=runs, models=models, specs=model.specs, fold=True)
     logger.info(
         "round %d reopened with %d stored updates", record.round_number, len(open_.received)
     )
