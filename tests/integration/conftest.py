@@ -25,6 +25,7 @@ from typing import IO, Any
 import fedlearn_testing
 import numpy as np
 import pytest
+import redis
 from fedlearn_testing import write_digits
 
 from fedlearn.core.serialization import decode_weights
@@ -34,6 +35,7 @@ from fedlearn.persistence import FileModelStore, SqlRunStore, make_engine
 from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
 
 POSTGRES_URL = os.environ.get("FEDLEARN_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
+REDIS_URL = os.environ.get("FEDLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LOG_TAIL_CHARS = 6_000
 
 
@@ -80,6 +82,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         except StorageError as exc:
             _postgres_unavailable(str(exc))
         yield url
+
+
+@pytest.fixture
+def cluster_database() -> Iterator[str]:
+    """A fresh PostgreSQL schema for the replicas of a coordinator cluster."""
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(fresh_postgres_schema(POSTGRES_URL))
+        except StorageError as exc:
+            _postgres_unavailable(str(exc))
+        yield url
+
+
+@pytest.fixture
+def cluster_redis() -> str:
+    """The URL of the test Redis, once it answered a ping (replicas use their run's keys)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        message = f"Redis is needed for this test: {REDIS_URL}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    finally:
+        client.close()
+    return REDIS_URL
 
 
 @pytest.fixture

@@ -21,25 +21,21 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 import redis
+from haproxy_testing import require_haproxy
 
 from fedlearn.bootstrap import PAUSE_BEFORE_CLOSE
 from fedlearn.cache import RedisLeaseStore, RedisRoundCounters
-from fedlearn.cli.haproxy import find_haproxy
 from fedlearn.cli.local_cluster import ClusterSettings, LocalCluster
 from fedlearn.core.types import RoundStatus, round_lease_name
-from fedlearn.errors import ConfigError, StorageError
 from fedlearn.persistence import SqlRunStore, make_engine
 from fedlearn.persistence.migrate import current_revision, upgrade
-from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
-POSTGRES_URL = os.environ.get("FEDLEARN_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
 REDIS_URL = os.environ.get("FEDLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LEASE_TTL = 2.0
 CLIENTS = ("c0", "c1", "c2")
@@ -47,34 +43,10 @@ HOLDOUTS = {"c0": 0.85, "c1": 0.5, "c2": 0.0}  # unequal training times: rounds 
 ACK = re.compile(r"round (\d+): update (\S+) (?:accepted|was already stored)")
 
 
-def _missing(what: str, reason: str) -> None:
-    message = f"{what} is needed for this test: {reason}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
 @pytest.fixture
-def cluster_db() -> Iterator[str]:
-    with ExitStack() as stack:
-        try:
-            url = stack.enter_context(fresh_postgres_schema(POSTGRES_URL))
-        except StorageError as exc:
-            _missing("PostgreSQL", str(exc))
-        yield url
-
-
-@pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3, socket_timeout=10)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        _missing("Redis", str(exc))
-    try:
-        find_haproxy()
-    except ConfigError as exc:
-        _missing("HAProxy", str(exc))
+def redis_client(cluster_redis: str) -> Iterator[redis.Redis]:
+    require_haproxy()
+    client = redis.Redis.from_url(cluster_redis, socket_connect_timeout=3, socket_timeout=10)
     yield client
     client.close()
 
@@ -160,9 +132,9 @@ def _wait(predicate, *, timeout_s: float, what: str, poll_s: float = 0.02):
 
 
 def test_killing_the_leader_mid_round_loses_no_acknowledged_update(
-    tmp_path, digits_dir, processes, child_env, cluster_db, redis_client
+    tmp_path, digits_dir, processes, child_env, cluster_database, redis_client
 ) -> None:
-    h = Harness(tmp_path, cluster_db, redis_client, child_env)
+    h = Harness(tmp_path, cluster_database, redis_client, child_env)
     rounds = 4
     # 5 local epochs: c2 trains about a second longer than c0, a window to kill in
     with LocalCluster(h.settings(rounds=rounds, env=child_env, local_epochs=5)) as cluster:
@@ -194,9 +166,9 @@ def test_killing_the_leader_mid_round_loses_no_acknowledged_update(
 
 
 def test_a_paused_leader_is_refused_by_the_fencing_token_when_it_resumes(
-    tmp_path, digits_dir, processes, child_env, cluster_db, redis_client
+    tmp_path, digits_dir, processes, child_env, cluster_database, redis_client
 ) -> None:
-    h = Harness(tmp_path, cluster_db, redis_client, child_env)
+    h = Harness(tmp_path, cluster_database, redis_client, child_env)
     marker = tmp_path / "paused.pid"
     env = {**child_env, PAUSE_BEFORE_CLOSE: str(marker)}
     rounds = 2
@@ -236,13 +208,13 @@ def test_a_paused_leader_is_refused_by_the_fencing_token_when_it_resumes(
 
 
 def test_a_replica_refuses_a_database_with_an_old_schema(
-    tmp_path, processes, cluster_db, redis_client
+    tmp_path, processes, cluster_database, redis_client
 ) -> None:
-    upgrade(cluster_db, revision="0006")
+    upgrade(cluster_database, revision="0006")
     done = subprocess.run(
         [
             sys.executable, "-m", "fedlearn", "coordinator", "--address", "127.0.0.1:0",
-            "--database-url", cluster_db, "--redis-url", REDIS_URL,
+            "--database-url", cluster_database, "--redis-url", REDIS_URL,
             "--model-dir", tmp_path / "models", "--model", "mlp",
         ],
         capture_output=True, text=True, env=processes.env, timeout=120, check=False,
@@ -251,6 +223,6 @@ def test_a_replica_refuses_a_database_with_an_old_schema(
     said = " ".join((done.stderr + done.stdout).split())  # Rich wraps long lines
     assert "database schema is at 0006, this fedlearn needs 0007" in said
     assert "run `fedlearn db upgrade`" in said
-    engine = make_engine(cluster_db)
+    engine = make_engine(cluster_database)
     assert current_revision(engine) == "0006"  # a replica never migrates by itself
     engine.dispose()

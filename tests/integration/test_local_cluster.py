@@ -7,49 +7,19 @@ HAProxy start, and the load balancer answers the gRPC health protocol for them.
 
 from __future__ import annotations
 
-import os
 import signal
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
-import redis
-from haproxy_testing import require_haproxy, unavailable
+from haproxy_testing import require_haproxy
 from lb_harness import wait_until
 
 from fedlearn.cli.local_cluster import HAPROXY, ClusterSettings, LocalCluster
-from fedlearn.errors import StorageError
-from fedlearn.persistence.testing import DEFAULT_TEST_POSTGRES_URL, fresh_postgres_schema
 from fedlearn.transport.health_probe import grpc_health_status
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
 
-POSTGRES_URL = os.environ.get("FEDLEARN_TEST_POSTGRES_URL", DEFAULT_TEST_POSTGRES_URL)
-REDIS_URL = os.environ.get("FEDLEARN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SERVICE = "fedlearn.v1.FederatedLearning"
-
-
-@pytest.fixture
-def cluster_database() -> Iterator[str]:
-    with ExitStack() as stack:
-        try:
-            url = stack.enter_context(fresh_postgres_schema(POSTGRES_URL))
-        except StorageError as exc:
-            unavailable("PostgreSQL", str(exc))
-        yield url
-
-
-@pytest.fixture
-def cluster_redis() -> str:
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        unavailable("Redis", f"{REDIS_URL}: {exc}")
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 def test_local_cluster_serves_grpc_health_through_haproxy_on_postgres_and_redis(

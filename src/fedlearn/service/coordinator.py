@@ -632,16 +632,7 @@ class Coordinator:
         """``close_round``; in a cluster, fenced by the round's lease, after folding
         every stored update, and again if more were stored meanwhile."""
         if self._cluster is None or self._lead is None:
-            return close_round(
-                open_,
-                self._global,
-                strategy=self.config.strategy,
-                runs=self._runs,
-                models=self._models,
-                now=self._clock.now(),
-                key_prefix=self._key(open_.number),
-                keep_updates=self.config.keep_updates,
-            )
+            return self._close_round(open_, self._key(open_.number), fence=None)
         token = self._lead.token
         if self._failpoint is not None:
             self._failpoint("before_close")
@@ -649,24 +640,28 @@ class Coordinator:
         open_.bytes_down = max(open_.bytes_down, counted.get("bytes_down", 0))
         for attempt in range(5):
             self._refresh_received(open_, leading=True)
+            # a replica that lost the round may still write a model: never over ours
+            prefix = f"{self._key(open_.number)}/lease-{token}-{attempt}"
             try:
-                return close_round(
-                    open_,
-                    self._global,
-                    strategy=self.config.strategy,
-                    runs=self._runs,
-                    models=self._models,
-                    now=self._clock.now(),
-                    # a replica that lost the round may still write a model: never over ours
-                    key_prefix=f"{self._key(open_.number)}/lease-{token}-{attempt}",
-                    keep_updates=self.config.keep_updates,
-                    fence=token,
-                )
+                return self._close_round(open_, prefix, fence=token)
             except ConflictError as exc:
                 if exc.reason != "updates_changed":
                     raise
                 logger.info("round %d: updates arrived while closing; folding them", open_.number)
         raise ConflictError(f"round {open_.number} kept changing while it was being closed")
+
+    def _close_round(self, open_: OpenRound, key_prefix: str, *, fence: int | None) -> GlobalModel:
+        return close_round(
+            open_,
+            self._global,
+            strategy=self.config.strategy,
+            runs=self._runs,
+            models=self._models,
+            now=self._clock.now(),
+            key_prefix=key_prefix,
+            keep_updates=self.config.keep_updates,
+            fence=fence,
+        )
 
     def _round_ended(self) -> None:
         """In a cluster: give up the ended round's lease and tell the other replicas."""
