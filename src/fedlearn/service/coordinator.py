@@ -380,6 +380,8 @@ class Coordinator:
         except NotFoundError as exc:
             self._reject(submission, "unknown_client", exc)
             raise
+        if self._cluster is not None:  # a long local training is no silence
+            self._cluster.heard_from(submission.client_id)
         admitted = self._admit(submission)
         if isinstance(admitted, UpdateAck):
             return admitted
