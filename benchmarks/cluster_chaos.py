@@ -283,7 +283,8 @@ def to_result(run: ChaosRun, *, quick: bool) -> Result:
             "the killed replica is started again on its ports at once and rejoins once "
             "loaded; a kill needs two ready replicas and a later round than the last kill.",
             "A replica takes an orphaned round over at its next tick (0.2 s) once the lease "
-            "expires, so the floor of a failover is the lease time.",
+            "expires; the leader renews every third of the lease time, so a failover takes "
+            "between two thirds of the lease time and the lease time, plus up to a tick.",
         ],
         figures=[
             Plot(
