@@ -274,7 +274,10 @@ class Coordinator:
         open_ = self._open
         if open_ is not None and open_.expects(client_id):
             open_.declined.add(client_id)
-            if open_.complete and open_.received:
+            # (on a cluster only the leader's own view counts declines: a client that
+            # declines through another replica is waited for until the deadline)
+            leads = self._cluster is None or self._leads(open_)
+            if open_.complete and open_.received and leads:
                 self._close_open_round()
 
     def wait_for_change(self, seen: int, *, timeout_s: float) -> int:
