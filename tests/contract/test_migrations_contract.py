@@ -64,7 +64,7 @@ def test_database_behind_this_fedlearn_is_refused(database_url: str, engine: Eng
     migrate.upgrade(database_url, revision="0001")
     with pytest.raises(
         StorageError,
-        match=r"^database schema is at 0001, this fedlearn needs 0006: run `fedlearn db upgrade`$",
+        match=r"^database schema is at 0001, this fedlearn needs 0007: run `fedlearn db upgrade`$",
     ):
         migrate.check_schema_current(engine)
 
