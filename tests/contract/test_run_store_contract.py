@@ -618,29 +618,28 @@ def test_add_update_only_if_open_refuses_a_closed_round(store: RunStore) -> None
     assert [u.update_id for u in store.list_updates("run-a", 1)] == ["u1"]
 
 
+def test_claims_issue_tokens_that_count_up_per_round(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    store.create_round(make_round(2))
+    assert [store.claim_round("run-a", 1) for _ in range(3)] == [1, 2, 3]
+    assert store.claim_round("run-a", 2) == 1
+    with pytest.raises(NotFoundError):
+        store.claim_round("run-a", 9)
+
+
 def test_a_fenced_save_needs_the_newest_claim(store: RunStore) -> None:
-    store.create_round(make_round(1), lease_token=3)
-    store.save_round(make_round(1, bytes_up=1), fence=3)
-    store.claim_round("run-a", 1, 4)  # another holder took the round over
+    store.create_round(make_round(1))
+    first = store.claim_round("run-a", 1)
+    store.save_round(make_round(1, bytes_up=1), fence=first)
+    second = store.claim_round("run-a", 1)  # another holder took the round over
     with pytest.raises(FencedError) as refused:
-        store.save_round(make_round(1, status=RoundStatus.COMPLETED), fence=3)
-    assert refused.value.token == 3
+        store.save_round(make_round(1, status=RoundStatus.COMPLETED), fence=first)
+    assert refused.value.token == first
     stored = store.get_round("run-a", 1)
     assert stored is not None
     assert (stored.status, stored.bytes_up) == (RoundStatus.OPEN, 1)
-    store.save_round(make_round(1, status=RoundStatus.COMPLETED), fence=4)
+    store.save_round(make_round(1, status=RoundStatus.COMPLETED), fence=second)
     assert store.get_round("run-a", 1) == make_round(1, status=RoundStatus.COMPLETED)
-
-
-def test_an_older_token_cannot_claim_a_round_back(store: RunStore) -> None:
-    store.create_round(make_round(1))
-    store.claim_round("run-a", 1, 7)
-    with pytest.raises(FencedError):
-        store.claim_round("run-a", 1, 6)
-    store.claim_round("run-a", 1, 7)  # the same holder again: fine
-    store.save_round(make_round(1, bytes_up=2), fence=7)
-    with pytest.raises(NotFoundError):
-        store.claim_round("run-a", 9, 1)
 
 
 def test_a_round_without_a_claim_refuses_every_fenced_save(store: RunStore) -> None:
@@ -652,11 +651,29 @@ def test_a_round_without_a_claim_refuses_every_fenced_save(store: RunStore) -> N
 
 
 def test_an_unfenced_save_keeps_the_token(store: RunStore) -> None:
-    store.create_round(make_round(1), lease_token=2)
+    store.create_round(make_round(1))
+    token = store.claim_round("run-a", 1)
     store.save_round(make_round(1, bytes_up=9))  # the token column is not the record's
-    store.save_round(make_round(1, bytes_up=10), fence=2)
-    with pytest.raises(FencedError):
-        store.claim_round("run-a", 1, 1)
+    store.save_round(make_round(1, bytes_up=10), fence=token)
+    assert store.claim_round("run-a", 1) == token + 1
+
+
+def test_concurrent_claims_get_distinct_tokens(store: RunStore) -> None:
+    store.create_round(make_round(1))
+    tokens: list[int] = []
+    start = threading.Barrier(4)
+
+    def claim() -> None:
+        start.wait()
+        for _ in range(5):
+            tokens.append(store.claim_round("run-a", 1))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(tokens) == list(range(1, 21))
 
 
 def test_save_with_expected_updates_refuses_a_changed_round(store: RunStore) -> None:
@@ -678,7 +695,7 @@ def test_save_with_expected_updates_refuses_a_changed_round(store: RunStore) -> 
 def test_updates_racing_a_fenced_close_are_either_counted_or_refused(store: RunStore) -> None:
     """Replicas store updates while the leader closes: none is both acknowledged and left out."""
     store.create_round(make_round(1, selected_clients=tuple(f"c{i}" for i in range(40))))
-    store.claim_round("run-a", 1, 1)
+    token = store.claim_round("run-a", 1)
     stored: list[str] = []
     refused: list[str] = []
     start = threading.Barrier(5)
@@ -701,7 +718,7 @@ def test_updates_racing_a_fenced_close_are_either_counted_or_refused(store: RunS
             seen = [u.update_id for u in store.list_updates("run-a", 1)]
             try:
                 store.save_round(
-                    make_round(1, status=RoundStatus.COMPLETED), fence=1, expect_updates=seen
+                    make_round(1, status=RoundStatus.COMPLETED), fence=token, expect_updates=seen
                 )
                 counted.extend(seen)
                 return

@@ -76,7 +76,7 @@ class InMemoryRunStore:
             found = [c for (run, _), c in self._clients.items() if run == run_id]
         return sorted(found, key=lambda c: c.client_id)
 
-    def create_round(self, round_: RoundRecord, *, lease_token: int | None = None) -> None:
+    def create_round(self, round_: RoundRecord) -> None:
         stored = rec.prepare_round(round_)
         key = (round_.run_id, round_.round_number)
         with self._lock:
@@ -87,16 +87,13 @@ class InMemoryRunStore:
                 )
             self._rounds[key] = stored
             self._round_updates[key] = []
-            if lease_token is not None:
-                self._tokens[key] = lease_token
 
-    def claim_round(self, run_id: str, round_number: int, token: int) -> None:
+    def claim_round(self, run_id: str, round_number: int) -> int:
         key = (run_id, round_number)
         with self._lock:
             self._require_round(key)
-            if self._tokens.get(key, 0) > token:
-                raise FencedError(round_lease_name(run_id, round_number), token)
-            self._tokens[key] = token
+            self._tokens[key] = self._tokens.get(key, 0) + 1
+            return self._tokens[key]
 
     def save_round(
         self,

@@ -105,21 +105,26 @@ class SqlRunStore:
 
     # -- rounds -------------------------------------------------------------------
 
-    def create_round(self, round_: RoundRecord, *, lease_token: int | None = None) -> None:
+    def create_round(self, round_: RoundRecord) -> None:
         round_ = rec.prepare_round(round_)
         with self._write(
             conflict=f"round {round_.round_number} of run {round_.run_id!r} already exists",
             missing=f"run {round_.run_id!r} does not exist",
         ) as conn:
-            row = rec.round_to_row(round_) | {"lease_token": lease_token}
-            conn.execute(sa.insert(training_rounds), row)
+            conn.execute(sa.insert(training_rounds), rec.round_to_row(round_))
 
-    def claim_round(self, run_id: str, round_number: int, token: int) -> None:
+    def claim_round(self, run_id: str, round_number: int) -> int:
+        token = sa.func.coalesce(training_rounds.c.lease_token, 0) + 1
+        stmt = (
+            self._round_update(run_id, round_number)
+            .values(lease_token=token)
+            .returning(training_rounds.c.lease_token)
+        )
         with self._write() as conn:
-            stored = self._lock_round(conn, run_id, round_number)
-            if (stored.lease_token or 0) > token:
-                raise FencedError(round_lease_name(run_id, round_number), token)
-            conn.execute(self._round_update(run_id, round_number).values(lease_token=token))
+            issued = conn.execute(stmt).scalar()
+        if issued is None:
+            raise NotFoundError(f"round {round_number} of run {run_id!r} does not exist")
+        return int(issued)
 
     def save_round(
         self,

@@ -5,10 +5,12 @@ Replicas share the ``RunStore`` (PostgreSQL: the source of truth) and the
 
 - ``LeaseStore``: one lease per round. Its holder, the round's *leader*, is the
   only replica that folds the round's updates, closes or fails it and opens the
-  next one. Every write it makes on the round row carries the lease's fencing
-  token, which the database compares with the newest token that claimed the
-  round, so a leader that was paused or cut off past its lease cannot change
-  the round after another replica took it over;
+  next one. Before it acts, the leader claims the round in the database, which
+  issues the round's next fencing token; every write it then makes on the round
+  row carries that token and is refused once a newer claim exists, so a leader
+  that was paused or cut off past its lease cannot change the round after
+  another replica took it over. The database issues the tokens (not Redis,
+  which may restart empty), so they only ever count up;
 - ``EventBus``: notices of round transitions, accepted updates and
   registrations, so replicas act at once instead of at their next resync;
 - ``RoundCounters``: per-round counts every replica reads (updates accepted,
@@ -70,26 +72,33 @@ class ClusterPorts:
 
 
 class Leadership:
-    """This replica's lease on the one round it leads, if any."""
+    """This replica's lease on the one round it leads, if any, and the fencing token
+    the database issued when this replica claimed the round."""
 
     def __init__(self, ports: ClusterPorts, run_id: str, clock: Clock) -> None:
         self._ports = ports
         self._run_id = run_id
         self._clock = clock
         self.lease: Lease | None = None
+        self.fence: int | None = None
+        """``RunStore.claim_round``'s token: what this replica's writes to the round carry."""
         self._renewed_at = 0.0
 
     def name(self, round_number: int) -> str:
         return round_lease_name(self._run_id, round_number)
 
     def leads(self, round_number: int) -> bool:
-        return self.lease is not None and self.lease.name == self.name(round_number)
+        """Holds the round's lease and has claimed the round."""
+        lease = self.lease
+        return (
+            lease is not None and self.fence is not None and lease.name == self.name(round_number)
+        )
 
     @property
     def token(self) -> int:
-        if self.lease is None:
-            raise RuntimeError("this replica holds no round lease")
-        return self.lease.token
+        if self.fence is None:
+            raise RuntimeError("this replica has claimed no round")
+        return self.fence
 
     def acquire(self, round_number: int) -> Lease | None:
         """Take the round's lease if nobody holds it (giving up any other lease first)."""
@@ -119,15 +128,15 @@ class Leadership:
             self._renewed_at = now
             return True
         logger.warning("replica %s lost the lease %s", self._ports.replica_id, lease.name)
-        self.lease = None
+        self.lease = self.fence = None
         return False
 
     def drop(self) -> None:
         """Forget the lease without releasing it (it is no longer this replica's)."""
-        self.lease = None
+        self.lease = self.fence = None
 
     def release(self) -> None:
-        lease, self.lease = self.lease, None
+        lease, self.lease, self.fence = self.lease, None, None
         if lease is None:
             return
         try:

@@ -806,15 +806,15 @@ class Coordinator:
     def _open_as_leader(self, record: RoundRecord) -> bool:
         """Store the new round under its lease; ``False`` if another replica opens it."""
         assert self._lead is not None
-        lease = self._lead.acquire(record.round_number)
-        if lease is None:
+        if self._lead.acquire(record.round_number) is None:
             return False
         try:
-            self._runs.create_round(record, lease_token=lease.token)
+            self._runs.create_round(record)
         except ConflictError:  # opened by a replica whose lease has since expired
             self._lead.release()
             self._sync(force=True)
             return False
+        self._lead.fence = self._runs.claim_round(record.run_id, record.round_number)
         return True
 
     # -- cluster ------------------------------------------------------------------
@@ -871,25 +871,22 @@ class Coordinator:
         lease = self._lead.acquire(view.number)
         if lease is None:
             return
-        try:
-            self._runs.claim_round(self.config.run_id, view.number, lease.token)
-            record = self._runs.get_round(self.config.run_id, view.number)
-        except FencedError:
-            self._lead.drop()
-            return
+        fence = self._runs.claim_round(self.config.run_id, view.number)
+        record = self._runs.get_round(self.config.run_id, view.number)
         if record is None or record.status is not RoundStatus.OPEN:
             self._lead.release()
             self._sync(force=True)
             return
+        self._lead.fence = fence
         fresh = OpenRound(record, self._new_aggregator(self._global.vector.size))
         fresh.in_flight = view.in_flight
         self._open = fresh
         self._refresh_received(fresh)
         logger.warning(
-            "replica %s leads round %d now (lease token %d); %d stored updates folded",
+            "replica %s leads round %d now (fencing token %d); %d stored updates folded",
             lease.holder,
             view.number,
-            lease.token,
+            fence,
             len(fresh.received),
         )
 

@@ -71,18 +71,16 @@ class RunStore(Protocol):
 
     def list_clients(self, run_id: str) -> Sequence[ClientRecord]: ...
 
-    def create_round(self, round_: RoundRecord, *, lease_token: int | None = None) -> None:
-        """Store a new round; ``ConflictError`` if that number already exists.
-
-        ``lease_token``: the fencing token of the round's lease (a coordinator
-        cluster), recorded as if :meth:`claim_round` had claimed it.
-        """
+    def create_round(self, round_: RoundRecord) -> None:
+        """Store a new round; ``ConflictError`` if that number already exists."""
         ...
 
-    def claim_round(self, run_id: str, round_number: int, token: int) -> None:
-        """Make ``token`` the round's fencing token, so that writes fenced with an
-        older one are refused from now on; ``FencedError`` if the round already
-        holds a newer token, ``NotFoundError`` if it does not exist."""
+    def claim_round(self, run_id: str, round_number: int) -> int:
+        """Issue the round's next fencing token (1 for a round never claimed) and
+        return it: from now on only writes fenced with it are accepted (a
+        coordinator cluster's new round leader claims the round first). The
+        database issues the tokens, so they keep counting up whatever happens to
+        the lease store. ``NotFoundError`` if the round does not exist."""
         ...
 
     def save_round(

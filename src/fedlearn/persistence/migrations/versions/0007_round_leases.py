@@ -1,7 +1,8 @@
 """Coordinator cluster: each round's fencing token, and one update per client and round.
 
-``training_rounds.lease_token`` holds the newest fencing token of the round's lease
-that claimed the round; writes made under an older token are refused. The unique
+``training_rounds.lease_token`` holds the newest fencing token issued for the round
+(each claim by a new round leader adds one); writes made under an older token are
+refused. The unique
 ``(run_id, round_number, client_id)`` on ``client_updates`` lets replicas that accept
 updates side by side rely on the database, not on one process's memory, to refuse a
 second update from the same client in a round.
