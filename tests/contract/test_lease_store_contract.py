@@ -21,7 +21,6 @@ from fedlearn_testing import FakeClock, free_port
 from fedlearn.cache import InMemoryLeaseStore, RedisLeaseStore, RedisLivenessStore
 from fedlearn.core.types import Lease
 from fedlearn.errors import ConflictError, FencedError, StorageError
-from fedlearn.service.leases import fenced
 from fedlearn.service.ports import LeaseStore
 
 LONG = 30.0  # seconds: a lease that must not expire during a test
@@ -154,7 +153,8 @@ def test_a_write_fenced_by_an_old_token_is_refused_after_another_holder_acquired
     written: list[str] = []
 
     def write(token: int, value: str) -> None:  # a store write guarded by the lease
-        fenced(store, NAME, token)
+        if not store.check_token(NAME, token):
+            raise FencedError(NAME, token)
         written.append(value)
 
     a = _acquired(store, NAME, "replica-a", SHORT)

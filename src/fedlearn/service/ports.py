@@ -204,8 +204,9 @@ class LeaseStore(Protocol):
     runs out. Every successful :meth:`acquire` of a name issues a fencing token larger
     than every token issued for that name before, also after the lease expired or was
     released, so a replica that was paused or cut off past its lease can be refused:
-    a token stays valid (:meth:`check_token`) until a newer one is issued, and a write
-    that must not race a new holder checks it (``fedlearn.service.leases.fenced``).
+    a token stays valid (:meth:`check_token`) until a newer one is issued. (The
+    coordinator fences its writes with tokens its database issues, which survive a
+    lease store that restarts empty: see ``RunStore.claim_round``.)
 
     Errors: ``ValueError`` for a time to live that is not positive, ``StorageError``
     for a backend failure.
