@@ -229,3 +229,26 @@ def test_central_dp_is_refused_on_a_cluster(cluster: Cluster) -> None:
     cluster.config = replace(cluster.config, central_dp=CentralDpConfig(1.0, 1.0))
     with pytest.raises(ConfigError, match="cluster"):
         cluster.start("a")
+
+
+def test_a_lease_store_that_restarts_empty_cannot_fool_the_fencing(cluster: Cluster) -> None:
+    """Redis keeps no data here: after a restart its lease tokens count from 1 again.
+    The database issues the fencing tokens, so the stale leader is still refused."""
+    cluster.start("a", "b")
+    cluster.register("a", "x", "y")
+    old = cluster.leader(1)
+    new = "b" if old == "a" else "a"
+    cluster[old].submit_update(submission("x", 1, delta(1.0)))
+    cluster.settle()
+    cluster.leases._held.clear()  # the lease store restarts empty ...
+    cluster.leases._newest.clear()  # ... and forgets every token it issued
+    cluster[new].tick()  # takes the round over: its lease token is 1 again
+    cluster.settle()
+    assert cluster.leader(1) == new
+    ack = cluster[old].submit_update(submission("y", 1, delta(3.0)))  # the old leader folds
+    assert not ack.duplicate
+    assert cluster[old].fenced_writes == 1  # and its close is refused all the same
+    cluster.settle()
+    done = cluster.round(1)
+    assert done.status is RoundStatus.COMPLETED and done.participating_clients == 2
+    np.testing.assert_allclose(cluster[new].global_weights()["w"], np.full((2, 3), 2.0))
