@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
@@ -266,8 +262,7 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
             if group.failed():
                 raise FedLearnError("; ".join(group.failed()))
             try:
-                with _ctrl_c_after():
-                    status = fetch_status(target, timeout_s=5.0)
+                status = fetch_status(target, timeout_s=5.0)
             except TransportError:
                 if not group.running("coordinator"):
                     return
@@ -290,28 +285,6 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
                     raise FedLearnError("the run failed: too many rounds in a row failed")
                 return
             time.sleep(0.5)
-
-
-@contextmanager
-def _ctrl_c_after() -> Iterator[None]:
-    """Hold Ctrl-C back until the block (a gRPC call) is done, then raise it.
-
-    Raised inside gRPC's calls or channel teardown, KeyboardInterrupt can leave a
-    channel thread behind that keeps the process from exiting after it stopped its
-    children; a status call lasts at most its 5 s timeout.
-    """
-    caught: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        caught.append(signum)
-
-    previous = signal.signal(signal.SIGINT, hold)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
 
 
 def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, Any]) -> None:
