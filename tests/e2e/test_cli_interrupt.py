@@ -76,9 +76,7 @@ def test_ctrl_c_stops_run_and_every_child_process(
     transcript.log_dirs.append(out / "logs")
     run = start(
         background, tmp_path, cli_env,
-        # rounds enough that the run is still going when the last client has registered
-        # (the first rounds start with two clients; an MLP round takes ~0.2 s when quiet)
-        "run", "--clients", 3, "--rounds", 2000, "--model", "mlp", "--out", out,
+        "run", "--clients", 3, "--rounds", 50, "--model", "mlp", "--out", out,
         "--cache-dir", out / "cache",  # so that every child's command line names `out`
         start_new_session=True,  # its own process group, as a shell's foreground job
     )  # fmt: skip
