@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import cnn_weights
-from fedlearn.cli.coordinator_cmd import tune_malloc
+from fedlearn.cli.coordinator_cmd import limit_blas_threads, tune_malloc
 from fedlearn.persistence import (
     FileModelStore,
     InMemoryModelStore,
@@ -54,6 +54,7 @@ def _parse() -> argparse.Namespace:
 def main() -> None:
     args = _parse()
     tune_malloc()  # as `fedlearn coordinator` does
+    limit_blas_threads()
     if args.store == "sql":
         if args.state_dir is None:
             raise SystemExit("--store sql needs --state-dir")

@@ -12,6 +12,7 @@ sockets with the same number of connections.
 
 from __future__ import annotations
 
+import itertools
 import socket
 import statistics
 import struct
@@ -24,14 +25,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 
+from benchmarks import grpc_sink
 from benchmarks.common import Child, cnn_weights, wait_for_port_file
 from benchmarks.report import Plot, Result, Series, Target
 from fedlearn.core.retry import RetryPolicy
 from fedlearn.core.serialization import encode_weights
 from fedlearn.core.types import ClientCapabilities
 from fedlearn.service.messages import TaskKind, UpdateSubmission
+from fedlearn.transport.chunks import data_chunk_message, split
 from fedlearn.transport.client import GrpcCoordinatorClient
 
 __all__ = ["run"]
@@ -40,8 +44,8 @@ GB = 1e9
 TARGET_UPLOAD_GBS = 0.5
 TCP_TIMEOUT_S = 60.0
 COLUMNS = (
-    "store", "streams", "upload GB/s", "download GB/s", "raw TCP GB/s", "upload / TCP",
-    "download / TCP",
+    "store", "streams", "upload GB/s", "download GB/s", "bare gRPC upload GB/s",
+    "upload / bare gRPC", "raw TCP GB/s", "upload / TCP", "download / TCP",
 )  # fmt: skip
 CAPS = ClientCapabilities(available_samples=400, supported_models=("cnn",))
 
@@ -99,7 +103,7 @@ class _Federation:
 
 def _grpc_rates(
     store: str, clients: int, streams_list: tuple[int, ...], rounds: int, tmp: Path
-) -> tuple[dict[int, tuple[float, float]], int]:
+) -> tuple[dict[int, tuple[float, float]], bytes]:
     port_file = tmp / f"{store}.port"
     command = [
         *(sys.executable, "-m", "benchmarks.coordinator_server", "--port-file", str(port_file)),
@@ -120,11 +124,36 @@ def _grpc_rates(
                     statistics.median(down_bytes / t[0] for t in timings) / GB,
                     statistics.median(up_bytes / t[1] for t in timings) / GB,
                 )
-            return results, len(federation.payload)
+            return results, federation.payload
         finally:
             federation.close()
     finally:
         server.stop()
+
+
+def _bare_grpc_rate(payload: bytes, count: int, streams: int, repeat: int, tmp: Path) -> float:
+    """GB/s of ``count`` uploads of ``payload``, cut and framed as fedlearn clients do,
+    into a gRPC server that only counts bytes (``benchmarks.grpc_sink``)."""
+    port_file = tmp / f"sink-{uuid.uuid4().hex[:8]}.port"
+    sink = Child([sys.executable, "-m", "benchmarks.grpc_sink", "--port-file", str(port_file)],
+                 port_file.with_suffix(".log"))  # fmt: skip
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{wait_for_port_file(port_file, sink)}")
+        upload = channel.stream_unary(
+            grpc_sink.METHOD, request_serializer=bytes, response_deserializer=bytes
+        )
+        header = b"\x0a\x00"  # an UpdateChunk with an empty header; the sink parses nothing
+
+        def one(_: int) -> None:
+            messages = (data_chunk_message(data) for data in split(payload))
+            upload(itertools.chain((header,), messages), timeout=TCP_TIMEOUT_S)
+
+        _parallel(one, streams, streams)  # warm-up: connection, first allocations
+        best = min(_parallel(one, count, streams) for _ in range(repeat))
+        channel.close()
+        return count * len(payload) / best / GB
+    finally:
+        sink.stop()
 
 
 def _tcp_rate(payload_bytes: int, count: int, streams: int, repeat: int) -> float:
@@ -189,12 +218,14 @@ def run(quick: bool) -> Result:
     labels: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fedlearn-bench-transport-") as tmp:
         for store in stores:
-            rates, payload_bytes = _grpc_rates(store, clients, streams_list, rounds, Path(tmp))
+            rates, payload = _grpc_rates(store, clients, streams_list, rounds, Path(tmp))
+            payload_bytes = len(payload)
             for streams, (down, up) in rates.items():
+                bare = _bare_grpc_rate(payload, clients, streams, rounds, Path(tmp))
                 tcp = _tcp_rate(payload_bytes, clients, streams, repeat=rounds)
                 rows.append(
-                    [store, streams, round(up, 3), round(down, 3), round(tcp, 2),
-                     round(up / tcp, 3), round(down / tcp, 3)]
+                    [store, streams, round(up, 3), round(down, 3), round(bare, 3),
+                     round(up / bare, 3), round(tcp, 2), round(up / tcp, 3), round(down / tcp, 3)]
                 )  # fmt: skip
                 labels.append(f"{store}, {streams} stream{'s' if streams > 1 else ''}")
                 series["upload"].append(up)

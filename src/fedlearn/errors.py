@@ -7,7 +7,7 @@ third-party errors are translated at the edges with ``raise ... from exc``::
     ├── ConfigError             settings that cannot work together
     ├── PrivacyBudgetExhaustedError  training would spend more epsilon than allowed
     ├── DataError               a data set that is missing, corrupt or empty
-    │   └── ChecksumError       a downloaded file whose SHA-256 does not match
+    │   └── ChecksumError       a file or payload whose checksum does not match
     ├── NotFoundError           an unknown client, round, run or model
     ├── ConflictError           a request that does not fit the current state
     │   ├── StaleRoundError     an update for a round that is not open
@@ -65,7 +65,7 @@ class DataError(FedLearnError):
 
 
 class ChecksumError(DataError):
-    """A file whose SHA-256 digest differs from the expected one."""
+    """A file or payload whose checksum differs from the announced one."""
 
 
 class NotFoundError(FedLearnError):

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import xxhash
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from fedlearn.core.retry import RetryPolicy
@@ -459,10 +460,18 @@ def _reason(exc: grpc.RpcError) -> str | None:
     return dict(exc.trailing_metadata() or ()).get(REASON_KEY)
 
 
-def test_stream_with_wrong_sha256_is_data_loss_and_a_checksum_error(open_round):
+@pytest.mark.parametrize(
+    "wrong",
+    [
+        {"sha256": hashlib.sha256(b"other").hexdigest()},
+        {"xxh3_128": xxhash.xxh3_128_hexdigest(b"other")},  # wins over a right SHA-256
+    ],
+    ids=["sha256", "xxh3"],
+)
+def test_stream_with_wrong_checksum_is_data_loss_and_a_checksum_error(open_round, wrong):
     payload = encode_weights(full_like(open_round.initial, 1.0))
     stream = [
-        pb.UpdateChunk(header=_header(payload, sha256=hashlib.sha256(b"other").hexdigest())),
+        pb.UpdateChunk(header=_header(payload, **wrong)),
         *(pb.UpdateChunk(data=payload[i : i + 100]) for i in range(0, len(payload), 100)),
     ]
     before = open_round.snapshot()
@@ -483,6 +492,15 @@ def test_stream_with_correct_sha256_is_accepted_by_the_raw_stub(open_round):
     assert (ack.round_number, ack.updates_received) == (1, 2)
 
 
+def test_stream_with_xxh3_only_is_accepted_as_fedlearn_clients_send_it(open_round):
+    payload = encode_weights(full_like(open_round.initial, 1.0))
+    header = _header(payload, sha256="", xxh3_128=xxhash.xxh3_128_hexdigest(payload))
+    stream = [pb.UpdateChunk(header=header), pb.UpdateChunk(data=payload)]
+    with raw_stub(open_round) as stub:
+        ack = stub.SubmitUpdate(iter(stream), timeout=10)
+    assert (ack.round_number, ack.updates_received) == (1, 2)
+
+
 @pytest.mark.parametrize(
     ("stream", "reason"),
     [
@@ -492,11 +510,23 @@ def test_stream_with_correct_sha256_is_accepted_by_the_raw_stub(open_round):
         ([pb.UpdateChunk(header=_header(b"ab")), pb.UpdateChunk(data=b"abcd")], "size_mismatch"),
         ([pb.UpdateChunk(header=_header(b"", total_bytes=1 << 40))], "too_large"),
         (
+            [pb.UpdateChunk(header=_header(b"ab", sha256="")), pb.UpdateChunk(data=b"ab")],
+            "no_checksum",
+        ),
+        (
             [pb.UpdateChunk(header=_header(b"junk")), pb.UpdateChunk(data=b"junk")],
             "malformed_payload",
         ),
     ],
-    ids=["data_first", "empty", "too_few_bytes", "too_many_bytes", "too_large", "not_weights"],
+    ids=[
+        "data_first",
+        "empty",
+        "too_few_bytes",
+        "too_many_bytes",
+        "too_large",
+        "no_checksum",
+        "not_weights",
+    ],
 )
 def test_malformed_stream_is_invalid_argument_and_changes_nothing(open_round, stream, reason):
     before = open_round.snapshot()

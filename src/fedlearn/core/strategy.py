@@ -55,8 +55,7 @@ class FedAvg(Strategy):
     def step(
         self, weights: Vector, mean_delta: npt.NDArray[np.float64], state: Vector | None
     ) -> ServerStep:
-        new = (weights + self.server_lr * mean_delta).astype(np.float32)
-        return ServerStep(weights=new, state=None)
+        return ServerStep(weights=_stepped(weights, mean_delta, self.server_lr), state=None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +71,28 @@ class FedAvgM(Strategy):
     ) -> ServerStep:
         velocity = mean_delta if state is None else self.momentum * state + mean_delta
         velocity32 = velocity.astype(np.float32)
-        new = (weights + self.server_lr * velocity).astype(np.float32)
-        return ServerStep(weights=new, state=velocity32)
+        return ServerStep(weights=_stepped(weights, velocity, self.server_lr), state=velocity32)
+
+
+_BLOCK = 1 << 15
+
+
+def _stepped(
+    weights: Vector, direction: npt.NDArray[np.float64], lr: float
+) -> npt.NDArray[np.float32]:
+    """``float32(weights + lr * direction)``, computed in float64 block by block.
+
+    The same operations in the same order as the whole-vector expression (so
+    the same bits), without its two model-sized float64 temporaries, whose
+    fresh pages cost more than the arithmetic.
+    """
+    out = np.empty(weights.shape, dtype=np.float32)
+    for start in range(0, weights.size, _BLOCK):
+        stop = start + _BLOCK
+        block = direction[start:stop] * lr
+        block += weights[start:stop]
+        out[start:stop] = block
+    return out
 
 
 def make_strategy(name: str, *, server_lr: float = 1.0, momentum: float = 0.9) -> Strategy:

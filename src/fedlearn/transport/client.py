@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -24,7 +23,13 @@ from fedlearn.service.messages import (
     UpdateSubmission,
 )
 from fedlearn.transport import convert
-from fedlearn.transport.chunks import DEFAULT_CHUNK_BYTES, Assembler, split
+from fedlearn.transport.chunks import (
+    DEFAULT_CHUNK_BYTES,
+    Assembler,
+    PayloadChecksum,
+    data_chunk_message,
+    split,
+)
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
 from fedlearn.transport.status_codes import error_from_rpc
@@ -100,6 +105,12 @@ class GrpcCoordinatorClient:
             ],
         )
         self._stub = pb_grpc.FederatedLearningStub(self._channel)  # type: ignore[no-untyped-call]
+        # SubmitUpdate with chunk messages serialized by hand (see data_chunk_message)
+        self._submit_stream = self._channel.stream_unary(
+            "/fedlearn.v1.FederatedLearning/SubmitUpdate",
+            request_serializer=_pass_bytes,
+            response_deserializer=pb.UpdateAck.FromString,
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -160,7 +171,9 @@ class GrpcCoordinatorClient:
         if first is None or not first.HasField("header"):
             raise ChecksumError("model stream did not start with a header")
         header = first.header
-        assembler = Assembler(header.total_bytes, header.sha256, max_bytes=self._max_payload)
+        assembler = Assembler(
+            header.total_bytes, PayloadChecksum.sha256(header.sha256), max_bytes=self._max_payload
+        )
         for chunk in stream:
             assembler.add(chunk.data)
         return GlobalModelBlob(
@@ -172,17 +185,15 @@ class GrpcCoordinatorClient:
         )
 
     def submit_update(self, submission: UpdateSubmission) -> UpdateAck:
-        sha = hashlib.sha256(submission.payload).hexdigest()
-        header = convert.submission_to_header(submission, sha256=sha)
+        checksum = PayloadChecksum.xxh3_128(submission.payload)
+        header = convert.submission_to_header(submission, xxh3_128=checksum.hexdigest)
 
-        def chunks() -> Iterator[pb.UpdateChunk]:
-            yield pb.UpdateChunk(header=header)
+        def chunks() -> Iterator[bytes]:  # serialized UpdateChunk messages
+            yield pb.UpdateChunk(header=header).SerializeToString()
             for data in split(submission.payload, self._chunk_bytes):
-                yield pb.UpdateChunk(data=data)
+                yield data_chunk_message(data)
 
-        reply = self._call(
-            "submit", lambda: self._stub.SubmitUpdate(chunks(), timeout=self._timeout)
-        )
+        reply = self._call("submit", lambda: self._submit_stream(chunks(), timeout=self._timeout))
         return convert.ack_from_proto(reply)
 
     def rollback(self, to_round: int, *, admin_token: str, reason: str = "") -> RollbackOutcome:
@@ -200,6 +211,10 @@ class GrpcCoordinatorClient:
             lambda: self._stub.GetTrainingStatus(pb.StatusRequest(), timeout=self._timeout),
         )
         return convert.status_from_proto(reply)
+
+
+def _pass_bytes(message: bytes) -> bytes:
+    return message
 
 
 def request_rollback(

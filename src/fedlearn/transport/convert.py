@@ -140,7 +140,9 @@ def task_from_proto(msg: pb.TaskResponse) -> Task:
     )
 
 
-def submission_to_header(sub: UpdateSubmission, *, sha256: str) -> pb.UpdateHeader:
+def submission_to_header(
+    sub: UpdateSubmission, *, xxh3_128: str = "", sha256: str = ""
+) -> pb.UpdateHeader:
     header = pb.UpdateHeader(
         client_id=sub.client_id,
         round_number=sub.round_number,
@@ -152,6 +154,7 @@ def submission_to_header(sub: UpdateSubmission, *, sha256: str) -> pb.UpdateHead
         privacy_budget_used=sub.privacy_budget_used,
         total_bytes=len(sub.payload),
         sha256=sha256,
+        xxh3_128=xxh3_128,
     )
     if sub.eval_accuracy is not None:
         header.eval_accuracy = sub.eval_accuracy

@@ -26,7 +26,9 @@ from fedlearn.transport.chunks import (
     DEFAULT_CHUNK_BYTES,
     Assembler,
     EncodedModelCache,
+    PayloadChecksum,
     data_chunk_wire_bytes,
+    data_of_chunk_message,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
@@ -193,19 +195,20 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
             self._upload_slots.release()
         raise AssertionError("unreachable")
 
-    async def _submit(self, request_iterator: AsyncIterator[pb.UpdateChunk]) -> pb.UpdateAck:
+    async def _submit(self, request_iterator: AsyncIterator[_UpdateChunk]) -> pb.UpdateAck:
         chunks = aiter(request_iterator)
         first = await anext(chunks, None)
         started = time.perf_counter()
-        if first is None or not first.HasField("header"):
+        if not isinstance(first, pb.UpdateChunk) or not first.HasField("header"):
             raise UpdateRejectedError("no_header", "update stream must start with a header")
         header = first.header
+        checksum = PayloadChecksum.announced(xxh3_128=header.xxh3_128, sha256=header.sha256)
         assembler = Assembler(
-            header.total_bytes, header.sha256, max_bytes=self._options.max_payload_bytes
+            header.total_bytes, checksum, max_bytes=self._options.max_payload_bytes
         )
         wire = first.ByteSize()
         async for chunk in chunks:
-            data = chunk.data
+            data = chunk if isinstance(chunk, memoryview) else chunk.data
             assembler.add(data)
             wire += data_chunk_wire_bytes(len(data))  # ByteSize() would re-encode
         upload_seconds = time.perf_counter() - started
@@ -259,11 +262,11 @@ async def _require_admin(context: grpc.aio.ServicerContext[Any, Any], token: str
 
 
 def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
-    """Register the servicer as the generated code does, except for one serializer.
+    """Register the servicer as the generated code does, except for two (de)serializers.
 
     Model chunks come out of ``EncodedModelCache`` already serialized (once per
     model version, not once per client), so ``GetGlobalModel`` passes ``bytes``
-    through as they are.
+    through as they are; ``SubmitUpdate`` reads data chunks without copying them.
     """
     handlers = {
         "RegisterClient": grpc.unary_unary_rpc_method_handler(
@@ -283,7 +286,7 @@ def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
         ),
         "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
             servicer.SubmitUpdate,
-            request_deserializer=pb.UpdateChunk.FromString,
+            request_deserializer=_update_chunk_from_bytes,
             response_serializer=pb.UpdateAck.SerializeToString,
         ),
         "GetTrainingStatus": grpc.unary_unary_rpc_method_handler(
@@ -302,6 +305,17 @@ def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
 
 def _pass_bytes(message: bytes) -> bytes:
     return message
+
+
+_UpdateChunk = pb.UpdateChunk | memoryview
+"""A received update chunk: the data of a plain data chunk, else the parsed message."""
+
+
+def _update_chunk_from_bytes(message: bytes) -> _UpdateChunk:
+    """Data chunks as views of gRPC's buffer (protobuf would copy each MiB out of
+    it); headers and anything unusual through the generated parser."""
+    data = data_of_chunk_message(message)
+    return data if data is not None else pb.UpdateChunk.FromString(message)
 
 
 class CoordinatorServer:

@@ -1,4 +1,4 @@
-"""Cutting payloads into chunks and reassembling them with size and SHA-256 checks."""
+"""Cutting payloads into chunks and reassembling them with size and checksum checks."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ from fedlearn.service.messages import GlobalModelBlob
 from fedlearn.transport.chunks import (
     Assembler,
     EncodedModelCache,
+    PayloadChecksum,
+    data_chunk_message,
     data_chunk_wire_bytes,
+    data_of_chunk_message,
     split,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 
 
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def _sha(data: bytes) -> PayloadChecksum:
+    return PayloadChecksum.sha256(hashlib.sha256(data).hexdigest())
 
 
 @given(st.binary(max_size=2_000), st.integers(min_value=1, max_value=300))
@@ -115,3 +118,78 @@ def test_encoded_model_cache_encodes_each_version_once():
     second = cache.chunks(_blob(2, b"b" * 100))
     assert second is not first
     assert pb.ModelChunk.FromString(second[0]).header.round_number == 2
+
+
+@given(st.binary(max_size=3_000), st.integers(min_value=1, max_value=400))
+def test_assembler_checks_xxh3_announced_by_an_update_header(payload, chunk_bytes):
+    checksum = PayloadChecksum.xxh3_128(payload)
+    assembler = Assembler(len(payload), checksum, max_bytes=3_000)
+    for chunk in split(payload, chunk_bytes):
+        assembler.add(chunk)
+    assert assembler.finish() == payload
+
+
+def test_assembler_refuses_a_payload_whose_xxh3_differs():
+    payload = bytes(range(256)) * 8
+    assembler = Assembler(len(payload), PayloadChecksum.xxh3_128(payload), max_bytes=10_000)
+    assembler.add(payload[:-1] + b"\x00")
+    with pytest.raises(ChecksumError, match="xxh3-128"):
+        assembler.finish()
+
+
+def test_assembler_returns_bytes_when_chunks_are_views():
+    payload = b"abc" * 100
+    assembler = Assembler(len(payload), PayloadChecksum.xxh3_128(payload), max_bytes=1_000)
+    assembler.add(memoryview(payload))
+    result = assembler.finish()
+    assert type(result) is bytes and result == payload
+
+
+def test_announced_checksum_prefers_xxh3_and_falls_back_to_sha256():
+    assert PayloadChecksum.announced(xxh3_128="ab", sha256="cd") == PayloadChecksum(
+        "xxh3-128", "ab"
+    )
+    assert PayloadChecksum.announced(xxh3_128="", sha256="cd") == PayloadChecksum("sha256", "cd")
+
+
+def test_an_update_header_without_checksum_is_refused():
+    with pytest.raises(UpdateRejectedError) as info:
+        PayloadChecksum.announced(xxh3_128="", sha256="")
+    assert info.value.reason == "no_checksum"
+
+
+@given(st.binary(max_size=70_000))
+def test_hand_serialized_data_chunks_parse_as_protobuf_messages(data):
+    message = data_chunk_message(memoryview(data))
+    assert pb.UpdateChunk.FromString(message).data == data
+    assert pb.ModelChunk.FromString(message).data == data
+    assert message == pb.UpdateChunk(data=data).SerializeToString() or not data
+    assert len(message) == data_chunk_wire_bytes(len(data))
+
+
+@given(st.binary(min_size=1, max_size=5_000))
+def test_fast_parser_reads_data_chunks_as_protobuf_does(data):
+    message = pb.UpdateChunk(data=data).SerializeToString()
+    view = data_of_chunk_message(message)
+    assert view is not None and bytes(view) == pb.UpdateChunk.FromString(message).data
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        pb.UpdateChunk(header=pb.UpdateHeader(client_id="c", total_bytes=3)).SerializeToString(),
+        pb.UpdateChunk(data=b"abc").SerializeToString() + b"\x12\x01z",  # a second data field
+        pb.UpdateChunk(data=b"abc").SerializeToString()[:-1],  # truncated
+        b"\x12\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",  # runaway varint
+        b"",
+        b"\x12",
+    ],
+)
+def test_fast_parser_leaves_anything_but_one_whole_data_field_to_protobuf(message):
+    assert data_of_chunk_message(message) is None
+
+
+def test_split_yields_views_without_copying():
+    payload = bytes(range(10))
+    chunks = list(split(payload, 4))
+    assert all(isinstance(c, memoryview) and c.obj is payload for c in chunks)

@@ -141,7 +141,7 @@ class ModelChunk(_message.Message):
     def __init__(self, header: _Optional[_Union[BlobHeader, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class UpdateHeader(_message.Message):
-    __slots__ = ("client_id", "round_number", "update_id", "num_samples", "training_loss", "eval_accuracy", "eval_loss", "eval_samples", "train_seconds", "privacy_budget_used", "total_bytes", "sha256")
+    __slots__ = ("client_id", "round_number", "update_id", "num_samples", "training_loss", "eval_accuracy", "eval_loss", "eval_samples", "train_seconds", "privacy_budget_used", "total_bytes", "sha256", "xxh3_128")
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_NUMBER_FIELD_NUMBER: _ClassVar[int]
     UPDATE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +154,7 @@ class UpdateHeader(_message.Message):
     PRIVACY_BUDGET_USED_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    XXH3_128_FIELD_NUMBER: _ClassVar[int]
     client_id: str
     round_number: int
     update_id: str
@@ -166,7 +167,8 @@ class UpdateHeader(_message.Message):
     privacy_budget_used: float
     total_bytes: int
     sha256: str
-    def __init__(self, client_id: _Optional[str] = ..., round_number: _Optional[int] = ..., update_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., training_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_loss: _Optional[float] = ..., eval_samples: _Optional[int] = ..., train_seconds: _Optional[float] = ..., privacy_budget_used: _Optional[float] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    xxh3_128: str
+    def __init__(self, client_id: _Optional[str] = ..., round_number: _Optional[int] = ..., update_id: _Optional[str] = ..., num_samples: _Optional[int] = ..., training_loss: _Optional[float] = ..., eval_accuracy: _Optional[float] = ..., eval_loss: _Optional[float] = ..., eval_samples: _Optional[int] = ..., train_seconds: _Optional[float] = ..., privacy_budget_used: _Optional[float] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., xxh3_128: _Optional[str] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
     __slots__ = ("header", "data")
