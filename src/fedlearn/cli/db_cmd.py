@@ -1,13 +1,14 @@
-"""``fedlearn db``: database schema migrations."""
+"""``fedlearn db``: database schema migrations.
+
+SQLAlchemy and Alembic are imported inside the commands: every ``fedlearn`` process
+(each client of ``fedlearn run`` too) loads this module, and would otherwise carry them.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-
-from fedlearn.persistence.engine import make_engine
-from fedlearn.persistence.migrate import current_revision, head_revision, upgrade
 
 __all__ = ["db_app"]
 
@@ -22,6 +23,8 @@ DatabaseUrlOpt = Annotated[
 @db_app.command("upgrade")
 def db_upgrade(database_url: DatabaseUrlOpt = "sqlite:///fedlearn-state/fedlearn.db") -> None:
     """Bring the schema up to this version of fedlearn."""
+    from fedlearn.persistence.migrate import head_revision, upgrade
+
     upgrade(database_url)
     typer.echo(f"schema at {head_revision()}")
 
@@ -29,5 +32,8 @@ def db_upgrade(database_url: DatabaseUrlOpt = "sqlite:///fedlearn-state/fedlearn
 @db_app.command("current")
 def db_current(database_url: DatabaseUrlOpt = "sqlite:///fedlearn-state/fedlearn.db") -> None:
     """Print the schema revision of the database."""
+    from fedlearn.persistence.engine import make_engine
+    from fedlearn.persistence.migrate import current_revision, head_revision
+
     revision = current_revision(make_engine(database_url))
     typer.echo(f"{revision or 'empty'} (this fedlearn needs {head_revision()})")

@@ -32,7 +32,6 @@ from fedlearn.cli.haproxy import (
 )
 from fedlearn.cli.processes import ProcessGroup, fedlearn_command
 from fedlearn.errors import ConfigError, FedLearnError
-from fedlearn.persistence.migrate import upgrade
 from fedlearn.transport.health_probe import SERVING, grpc_health_status
 
 __all__ = ["HAPROXY", "ClusterSettings", "LocalCluster", "replica_command"]
@@ -125,6 +124,9 @@ class LocalCluster:
         )
         check_haproxy_config(self.config_path, binary)
         if self.settings.migrate:
+            # here, not at the top: `fedlearn client` loads this module, not SQLAlchemy
+            from fedlearn.persistence.migrate import upgrade  # noqa: PLC0415
+
             upgrade(self.settings.database_url)
         self._started = True
         try:

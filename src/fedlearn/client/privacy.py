@@ -22,14 +22,14 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
+from typing import TYPE_CHECKING, Any
 
 from fedlearn.client.files import write_atomic
 from fedlearn.core.types import PrivacyConfig
 from fedlearn.errors import ConfigError, PrivacyBudgetExhaustedError
+
+if TYPE_CHECKING:
+    from opacus.accountants import RDPAccountant
 
 __all__ = ["LEDGER_FILE", "DpOptions", "PrivacyLedger", "dp_sample_rate"]
 
@@ -76,7 +76,7 @@ class PrivacyLedger:
 
     def __init__(self, options: DpOptions) -> None:
         self.options = options
-        self.accountant = RDPAccountant()
+        self.accountant: RDPAccountant = _rdp_accountant()
         self._noise_multiplier = options.config.noise_multiplier
         path = options.ledger_path
         if path is not None and path.exists():
@@ -160,7 +160,17 @@ class PrivacyLedger:
         logger.info("privacy ledger %s: epsilon %.4f spent", path, self.epsilon())
 
 
+def _rdp_accountant() -> RDPAccountant:
+    # Opacus (and the scipy it loads) costs a client ~110 MB of memory: imported only
+    # once DP is asked for, so that clients training without DP never load it.
+    from opacus.accountants import RDPAccountant  # noqa: PLC0415
+
+    return RDPAccountant()
+
+
 def _derive(config: PrivacyConfig, sample_rate: float, steps: int) -> float:
+    from opacus.accountants.utils import get_noise_multiplier  # noqa: PLC0415 - see above
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -180,7 +190,7 @@ def _derive(config: PrivacyConfig, sample_rate: float, steps: int) -> float:
 def _epsilon(history: list[tuple[float, float, int]], delta: float) -> float:
     if not history:
         return 0.0
-    accountant = RDPAccountant()
+    accountant = _rdp_accountant()
     accountant.history = list(history)
     with warnings.catch_warnings():  # "optimal order is the largest alpha": still a bound
         warnings.simplefilter("ignore", UserWarning)

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -24,15 +25,18 @@ import torch
 import torch.nn.functional as F
 
 from fedlearn.client.checkpoints import EpochState, RoundCheckpoints
-from fedlearn.client.dp_sgd import DpSgd
 from fedlearn.client.integrity import check_images_and_labels
-from fedlearn.client.privacy import PrivacyLedger, dp_sample_rate
+from fedlearn.client.privacy import dp_sample_rate
 from fedlearn.core.types import EvalResult, RoundConfig, Weights
 from fedlearn.errors import ConfigError
 from fedlearn.models.evaluate import evaluate_model
 from fedlearn.models.preprocess import NUM_CLASSES, dataset_to_tensors
 from fedlearn.models.registry import build_model
 from fedlearn.models.weights import load_weights, model_to_weights
+
+if TYPE_CHECKING:
+    from fedlearn.client.dp_sgd import DpSgd
+    from fedlearn.client.privacy import PrivacyLedger
 
 __all__ = [
     "LocalTrainer",
@@ -116,7 +120,12 @@ class LocalTrainer:
         self.model_name = model_name
         self.seed = seed
         self._model = build_model(model_name, seed=seed)
-        self._dp = DpSgd(self._model, privacy) if privacy is not None else None
+        self._dp: DpSgd | None = None
+        if privacy is not None:
+            # Opacus costs ~110 MB of memory: only a client that trains with DP loads it.
+            from fedlearn.client.dp_sgd import DpSgd  # noqa: PLC0415
+
+            self._dp = DpSgd(self._model, privacy)
         logger.debug(
             "trainer for %s: %d training, %d holdout samples",
             model_name,

@@ -1,0 +1,109 @@
+"""A client process: its share of the data, a PyTorch trainer and a gRPC connection.
+
+Imports nothing of the coordinator's side (SQL, Redis, the gRPC server) and nothing of
+Opacus unless DP-SGD is asked for: each of these costs a client process memory, and a
+machine runs many clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from fedlearn.bootstrap.data import DataSettings, load_data
+from fedlearn.client.privacy import DpOptions, PrivacyLedger
+from fedlearn.client.runtime import ClientOptions, ClientRuntime
+from fedlearn.client.trainer import LocalTrainer
+from fedlearn.core.codecs import available_codecs
+from fedlearn.core.retry import RetryPolicy
+from fedlearn.core.types import ClientCapabilities
+from fedlearn.data import make_partitions, split_holdout
+from fedlearn.data.datasets import Dataset
+from fedlearn.errors import ConfigError
+from fedlearn.models.registry import MODEL_NAMES
+from fedlearn.transport.client import GrpcCoordinatorClient
+
+__all__ = ["ClientSettings", "build_client"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSettings:
+    coordinator: str = "127.0.0.1:50051"
+    client_id: str | None = None
+    data: DataSettings = field(default_factory=DataSettings)
+    partition: int | None = None
+    num_partitions: int = 1
+    partitioner: str = "iid"
+    dirichlet_alpha: float = 0.5
+    seed: int = 0
+    holdout_fraction: float = 0.1
+    threads: int | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_wait_s: float = 5.0
+    dp: DpOptions | None = None
+    """Example-level DP-SGD (with its budget); ``None``: plain SGD."""
+
+
+def _client_data(settings: ClientSettings) -> tuple[Dataset, np.ndarray]:
+    data = load_data(settings.data)
+    indices = np.arange(len(data.train_labels))
+    if settings.partition is not None:
+        if not 0 <= settings.partition < settings.num_partitions:
+            raise ConfigError(
+                f"partition {settings.partition} is outside 0..{settings.num_partitions - 1}"
+            )
+        parts = make_partitions(
+            data.train_labels,
+            settings.num_partitions,
+            scheme=settings.partitioner,
+            seed=settings.seed,
+            alpha=settings.dirichlet_alpha,
+        )
+        indices = parts[settings.partition]
+    return data, indices
+
+
+def build_client(settings: ClientSettings) -> ClientRuntime:
+    """A client process's runtime: its data, a trainer and a gRPC connection."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    data, indices = _client_data(settings)
+    rng = np.random.default_rng([settings.seed, settings.partition or 0, 7])
+    train_idx, holdout_idx = split_holdout(indices, settings.holdout_fraction, rng=rng)
+    logger.info(
+        "client data: %d training and %d held-out images from %s",
+        len(train_idx),
+        len(holdout_idx),
+        data.source,
+    )
+
+    ledger = PrivacyLedger(settings.dp) if settings.dp is not None else None
+
+    def make_trainer(model_name: str) -> LocalTrainer:
+        return LocalTrainer(
+            model_name,
+            data.train_images[train_idx],
+            data.train_labels[train_idx],
+            holdout_images=data.train_images[holdout_idx],
+            holdout_labels=data.train_labels[holdout_idx],
+            seed=settings.seed * 1000 + (settings.partition or 0),
+            privacy=ledger,
+        )
+
+    caps = ClientCapabilities(
+        available_samples=len(train_idx),
+        supported_models=tuple(MODEL_NAMES),
+        codecs=available_codecs(),
+    )
+    if settings.dp is not None:
+        caps = replace(caps, privacy=settings.dp.config)
+    options = ClientOptions(
+        client_id=settings.client_id, capabilities=caps, poll_wait_s=settings.poll_wait_s
+    )
+    api = GrpcCoordinatorClient(settings.coordinator, retry=settings.retry, seed=settings.seed)
+    return ClientRuntime(api, make_trainer, options)
