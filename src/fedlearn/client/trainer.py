@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from fedlearn.client.checkpoints import EpochState, RoundCheckpoints
 from fedlearn.client.integrity import check_images_and_labels
 from fedlearn.client.privacy import dp_sample_rate
+from fedlearn.client.sgd import PlainSgd
 from fedlearn.core.types import EvalResult, RoundConfig, Weights
 from fedlearn.errors import ConfigError
 from fedlearn.models.evaluate import evaluate_model
@@ -45,6 +46,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_Sgd = PlainSgd | torch.optim.Optimizer
+"""Plain SGD, or the ``torch.optim`` one that DP-SGD wraps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +170,7 @@ class LocalTrainer:
         _check_config(config)
         generator = torch.Generator().manual_seed(round_seed(self.seed, round_number))
         model = self._model
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.0)
+        optimizer = self._optimizer(config.learning_rate)
         fingerprint = self._fingerprint(config, round_number)
         done, mean_loss = self._resume(checkpoints, fingerprint, optimizer, generator)
         run_epoch = self._epoch_runner(config, optimizer, generator, config.local_epochs - done)
@@ -200,10 +204,18 @@ class LocalTrainer:
         spent = self._dp.ledger.epsilon() if self._dp is not None else 0.0
         return TrainResult(mean_loss, self.samples, seconds, privacy_budget_used=spent)
 
+    def _optimizer(self, lr: float) -> _Sgd:
+        """SGD without momentum; Opacus's DP-SGD wraps a ``torch.optim`` one, plain
+        training takes :class:`PlainSgd` (the same update, without loading
+        ``torch._dynamo``)."""
+        if self._dp is not None:
+            return torch.optim.SGD(self._model.parameters(), lr=lr, momentum=0.0)
+        return PlainSgd(self._model.parameters(), lr=lr)
+
     def _epoch_runner(
         self,
         config: RoundConfig,
-        optimizer: torch.optim.Optimizer,
+        optimizer: _Sgd,
         generator: torch.Generator,
         epochs: int,
     ) -> Callable[[], float]:
@@ -211,6 +223,7 @@ class LocalTrainer:
         dp = self._dp
         if dp is None:
             return lambda: self._epoch(optimizer, generator, config.batch_size)
+        assert isinstance(optimizer, torch.optim.Optimizer)
         rate, steps = dp_sample_rate(self.samples, config.batch_size)
         dp.ledger.before_round(sample_rate=rate, steps=steps * epochs)
         dp_optimizer = dp.optimizer(optimizer, expected_batch_size=int(self.samples * rate))
@@ -230,7 +243,7 @@ class LocalTrainer:
         self,
         checkpoints: RoundCheckpoints | None,
         fingerprint: str,
-        optimizer: torch.optim.Optimizer,
+        optimizer: _Sgd,
         generator: torch.Generator,
     ) -> tuple[int, float]:
         """Epochs already done and the last epoch's loss (0 and NaN for a fresh start)."""
@@ -243,9 +256,7 @@ class LocalTrainer:
         logger.info("resuming local training after epoch %d from a checkpoint", state.epochs_done)
         return state.epochs_done, state.loss
 
-    def _epoch(
-        self, optimizer: torch.optim.Optimizer, generator: torch.Generator, batch_size: int
-    ) -> float:
+    def _epoch(self, optimizer: _Sgd, generator: torch.Generator, batch_size: int) -> float:
         """One pass over the local data in shuffled mini-batches; the mean loss."""
         model, total = self._model, self.samples
         epoch_loss = torch.zeros((), dtype=torch.float64)

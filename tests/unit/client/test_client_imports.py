@@ -20,6 +20,7 @@ NOT_FOR_A_PLAIN_CLIENT = (
     "alembic",
     "redis",
     "psycopg",
+    "torch._dynamo",
 )
 
 _CLIENT_ROUND = """
