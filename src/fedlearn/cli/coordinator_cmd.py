@@ -228,7 +228,7 @@ def coordinator(
         typer.Option(
             min=1, help="Uploads held in memory at once; more get RESOURCE_EXHAUSTED and retry."
         ),
-    ] = 8,
+    ] = 4,
     linger: Annotated[
         float,
         typer.Option(

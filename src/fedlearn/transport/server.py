@@ -52,7 +52,7 @@ class ServerOptions:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     max_wait_s: float = 5.0
     tick_s: float = 0.2
-    max_concurrent_uploads: int = 8
+    max_concurrent_uploads: int = 4
     """Uploads held in memory at once; more are refused with RESOURCE_EXHAUSTED."""
     upload_slot_wait_s: float = 2.0
     """How long an upload may wait for a free slot before it is refused."""
