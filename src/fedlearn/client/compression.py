@@ -32,6 +32,8 @@ __all__ = ["UpdateEncoder"]
 logger = logging.getLogger(__name__)
 
 RESIDUAL_FILE = "error_feedback.bin"
+BASIS_SUFFIX = ".basis"
+"""Beside the residual: the low-rank codec's last Q factors (its next start)."""
 
 
 class UpdateEncoder:
@@ -59,12 +61,19 @@ class UpdateEncoder:
             return encode_weights(delta)
         spec = parse_codec(codec)
         vector = np.concatenate([np.asarray(a, np.float32).ravel() for a in delta.values()])
+        shapes = [np.shape(a) for a in delta.values()]
         payload, state = encode_with_feedback(
-            vector, self._residual(vector.size), spec, rng=self._rng
+            vector, self._residual(vector.size), spec, rng=self._rng, shapes=shapes
         )
         self._state = state
         if self._path is not None:
-            write_atomic(self._path, state.state_dict()["residual"])
+            saved = state.state_dict()
+            write_atomic(self._path, saved["residual"])
+            basis_path = self._path.with_name(self._path.name + BASIS_SUFFIX)
+            if "basis" in saved:
+                write_atomic(basis_path, saved["basis"])
+            else:
+                basis_path.unlink(missing_ok=True)
         return payload
 
     @property
@@ -77,9 +86,11 @@ class UpdateEncoder:
             return self._state
         if self._path is not None and self._path.exists():
             try:
-                return ErrorFeedbackState.from_state_dict(
-                    {"residual": self._path.read_bytes()}, expected_size=size
-                )
+                saved = {"residual": self._path.read_bytes()}
+                basis_path = self._path.with_name(self._path.name + BASIS_SUFFIX)
+                if basis_path.exists():
+                    saved["basis"] = basis_path.read_bytes()
+                return ErrorFeedbackState.from_state_dict(saved, expected_size=size)
             except FedLearnError as exc:
                 logger.warning("starting error feedback afresh: %s (%s)", exc, self._path)
         return ErrorFeedbackState.zeros(size)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedlearn.client.compression import RESIDUAL_FILE, UpdateEncoder
+from fedlearn.client.compression import BASIS_SUFFIX, RESIDUAL_FILE, UpdateEncoder
 from fedlearn.client.recovery import ClientState, Recovery
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
 from fedlearn.core.codecs import ErrorFeedbackState, available_codecs, decode_update, read_header
@@ -253,3 +253,28 @@ def test_a_new_run_does_not_inherit_another_runs_residual(tmp_path):
     payload = later.encode(delta, CODEC)
 
     _close(_sent(payload) + _residual(tmp_path / "runs" / "second"), _flat(delta))
+
+
+def test_lowrank_keeps_its_basis_beside_the_residual_and_a_restart_resumes_from_it(tmp_path):
+    codec = "lowrank:2"
+    kept, restarted = tmp_path / "kept", tmp_path / "restarted"
+    kept.mkdir()
+    restarted.mkdir()
+    one = _encoder(kept)
+    one.encode(_delta(1), codec)
+    second_kept = one.encode(_delta(2), codec)
+
+    _encoder(restarted).encode(_delta(1), codec)
+    assert (restarted / (RESIDUAL_FILE + BASIS_SUFFIX)).exists()
+    # a new process: another rng, which a random start would draw from
+    fresh = UpdateEncoder(state_dir=restarted, rng=np.random.default_rng(7))
+    second_resumed = fresh.encode(_delta(2), codec)
+
+    np.testing.assert_array_equal(_sent(second_resumed), _sent(second_kept))
+
+
+def test_a_codec_without_basis_removes_a_stale_basis_file(tmp_path):
+    encoder = _encoder(tmp_path)
+    encoder.encode(_delta(1), "lowrank:2")
+    encoder.encode(_delta(2), CODEC)
+    assert not (tmp_path / (RESIDUAL_FILE + BASIS_SUFFIX)).exists()

@@ -129,7 +129,7 @@ def test_parse_codec_rejects_bad_names(text):
 
 
 def test_available_codecs_lists_every_stage():
-    assert available_codecs() == ("topk", "raw", "float16", "int8", "sign")
+    assert available_codecs() == ("topk", "lowrank", "raw", "float16", "int8", "sign")
 
 
 def test_encode_refuses_vectors_it_cannot_describe():

@@ -12,12 +12,14 @@ keeps what was not sent and adds it to the next round's update.
 
 from fedlearn.core.codecs.base import MAX_ELEMENTS, ValueCodec
 from fedlearn.core.codecs.error_feedback import ErrorFeedbackState, encode_with_feedback
+from fedlearn.core.codecs.lowrank import LowRank
 from fedlearn.core.codecs.quantize import Float16Values, Int8Values, RawValues
 from fedlearn.core.codecs.sparse import TopK
 from fedlearn.core.codecs.spec import VALUE_CODECS, CodecSpec, available_codecs, parse_codec
 from fedlearn.core.codecs.ternary import SignValues
 from fedlearn.core.codecs.wire import (
     CodecHeader,
+    basis_of_payload,
     compression_ratio,
     decode_update,
     encode_update,
@@ -32,11 +34,13 @@ __all__ = [
     "ErrorFeedbackState",
     "Float16Values",
     "Int8Values",
+    "LowRank",
     "RawValues",
     "SignValues",
     "TopK",
     "ValueCodec",
     "available_codecs",
+    "basis_of_payload",
     "compression_ratio",
     "decode_update",
     "encode_update",

@@ -11,23 +11,33 @@ returns the next. ``state_dict`` / ``from_state_dict`` let the client persist it
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedlearn.core.codecs.base import FloatVector
 from fedlearn.core.codecs.spec import CodecSpec
-from fedlearn.core.codecs.wire import decode_update, encode_update, read_header
+from fedlearn.core.codecs.wire import (
+    basis_of_payload,
+    decode_update,
+    encode_update,
+    read_header,
+)
 
 __all__ = ["ErrorFeedbackState", "encode_with_feedback"]
 
 
 @dataclass(frozen=True, slots=True)
 class ErrorFeedbackState:
-    """The part of past updates that has not been sent yet (never mutated)."""
+    """The part of past updates that has not been sent yet (never mutated).
+
+    With a ``lowrank`` codec it also keeps ``basis``, the ``Q`` factors last sent:
+    the next round's subspace step starts from them.
+    """
 
     residual: FloatVector
+    basis: FloatVector | None = None
 
     @classmethod
     def zeros(cls, size: int, *, dtype: str = "float32") -> ErrorFeedbackState:
@@ -35,8 +45,11 @@ class ErrorFeedbackState:
         return cls(np.zeros(size, dtype=np.dtype(dtype)))
 
     def state_dict(self) -> dict[str, bytes]:
-        """A plain dict to persist; the residual travels in the lossless ``raw`` codec."""
-        return {"residual": encode_update(self.residual, "raw")}
+        """A plain dict to persist; the vectors travel in the lossless ``raw`` codec."""
+        state = {"residual": encode_update(self.residual, "raw")}
+        if self.basis is not None:
+            state["basis"] = encode_update(self.basis, "raw")
+        return state
 
     @classmethod
     def from_state_dict(
@@ -51,7 +64,11 @@ class ErrorFeedbackState:
         header = read_header(blob)
         if header.spec.name != "raw":
             raise ValueError(f"a residual is stored raw, not as {header.spec.name!r}")
-        return cls(decode_update(blob, expected_size=expected_size))
+        basis = None
+        if "basis" in state:
+            size = read_header(state["basis"]).size
+            basis = decode_update(state["basis"], expected_size=size)
+        return cls(decode_update(blob, expected_size=expected_size), basis)
 
 
 def encode_with_feedback(
@@ -60,15 +77,17 @@ def encode_with_feedback(
     spec: CodecSpec | str,
     *,
     rng: np.random.Generator | None = None,
+    shapes: Sequence[tuple[int, ...]] | None = None,
 ) -> tuple[bytes, ErrorFeedbackState]:
     """Encode ``update + state.residual``; return the payload and the next state.
 
-    The residual keeps the dtype of ``update``. Raise ``ValueError`` when the
+    The residual keeps the dtype of ``update``. ``shapes``: the tensors that make
+    up the vector (``lowrank`` needs them). Raise ``ValueError`` when the
     residual's length differs from the update's.
     """
     if state.residual.shape != update.shape:
         raise ValueError(f"residual has shape {state.residual.shape}, the update {update.shape}")
     corrected = update + state.residual.astype(update.dtype, copy=False)
-    payload = encode_update(corrected, spec, rng=rng)
+    payload = encode_update(corrected, spec, rng=rng, shapes=shapes, basis=state.basis)
     sent = decode_update(payload, expected_size=corrected.size)
-    return payload, ErrorFeedbackState(corrected - sent)
+    return payload, ErrorFeedbackState(corrected - sent, basis_of_payload(payload))
