@@ -64,12 +64,16 @@ NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
 FEW_CODECS = ("raw", "sign", "topk:0.01+int8")
 ALL_CODECS = (
     "raw", "int8", "sign", "topk:0.05+int8", "topk:0.02+int8", "topk:0.01+int8",
-    "topk:0.01+int8/int8",
+    "topk:0.01+int8/int8", "lowrank:8+int8:block=256", "lowrank:4+int8:block=256",
 )  # fmt: skip
 """Chosen for the targets (>= 32x at <= 0.5 points, >= 100x at <= 1 point): top-k with
-int8 values is about 45x at 5%, 110x at 2% and 210x at 1%. ``UP/DOWN``:
+int8 values is about 45x at 5%, 110x at 2% and 210x at 1%; low-rank factors with int8
+values about 155x at rank 8 and 310x at rank 4. ``UP/DOWN``:
 ``--update-codec UP --download-codec DOWN``; without ``/``, whole models go down."""
-SETTING_CODECS = ("raw", "sign", "topk:0.05+int8", "topk:0.02+int8", "topk:0.01+int8")
+SETTING_CODECS = (
+    "raw", "sign", "topk:0.05+int8", "topk:0.02+int8", "topk:0.01+int8",
+    "lowrank:8+int8:block=256", "lowrank:4+int8:block=256",
+)  # fmt: skip
 """What ``--setting`` runs unless ``--codecs`` says otherwise (and what the 50-client
 setting of FULL runs): the uncompressed run, sign, and the top-k codecs near the targets."""
 
@@ -152,8 +156,10 @@ def codec_costs(codec: str) -> tuple[float, float]:
         )
     spec = parse_codec(codec)
     state = ErrorFeedbackState.zeros(vector.size)
-    payload, _ = encode_with_feedback(vector, state, spec, rng=rng)
-    encode = _median_ms(lambda: encode_with_feedback(vector, state, spec, rng=rng))
+    shapes = [a.shape for a in weights.values()]
+    payload, state = encode_with_feedback(vector, state, spec, rng=rng, shapes=shapes)
+    # a second round's encode: lowrank starts from the basis the first one left
+    encode = _median_ms(lambda: encode_with_feedback(vector, state, spec, rng=rng, shapes=shapes))
     return encode, _median_ms(lambda: decode_update_payload(payload, specs))
 
 
@@ -243,6 +249,9 @@ def _notes(*, merged: bool) -> list[str]:
         "Codecs: raw = float32 named tensors; int8 = 8-bit codes with one scale for the "
         "whole update; sign = 1 bit per value times the mean magnitude; "
         "topk:F = the F largest magnitudes, indices delta-coded as varints under zlib; "
+        "lowrank:R = every matrix (a tensor's first dimension by the rest) as rank-R "
+        "factors P Q^T from one subspace step a round, started from the Q sent the round "
+        "before (PowerSGD), vectors dense; int8:block=256 = one scale per 256 values; "
         "'+' composes (values of the top-k then quantised). Lossy codecs use error "
         "feedback on the client (what was not sent is added to the next update).",
         "x smaller = float32 update bytes / payload bytes, summed over the run "

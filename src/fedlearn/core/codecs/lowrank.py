@@ -98,12 +98,12 @@ class LowRank:
             if not segment.rank:
                 parts.append(block)
                 continue
-            matrix = block.reshape(segment.rows, segment.cols).astype(np.float64)
+            matrix = block.reshape(segment.rows, segment.cols)
             if usable and basis is not None:
                 start = basis[starts[index] : starts[index + 1]]
-                q0 = start.reshape(segment.cols, segment.rank).astype(np.float64)
+                q0 = start.reshape(segment.cols, segment.rank).astype(matrix.dtype)
             else:
-                q0 = rng.standard_normal((segment.cols, segment.rank))
+                q0 = rng.standard_normal((segment.cols, segment.rank)).astype(matrix.dtype)
             p, q = _subspace_step(matrix, q0)
             parts.extend((p.ravel().astype(vector.dtype), q.ravel().astype(vector.dtype)))
         return np.concatenate(parts) if parts else vector[:0].copy()
@@ -120,9 +120,8 @@ class LowRank:
                 p_size = segment.rows * segment.rank
                 p = values[at : at + p_size].reshape(segment.rows, segment.rank)
                 q = values[at + p_size : at + segment.stored].reshape(segment.cols, segment.rank)
-                product = p.astype(np.float64) @ q.astype(np.float64).T
-                with np.errstate(over="ignore"):  # an overflow is refused as non-finite
-                    out[offset : offset + segment.size] = product.ravel()
+                with np.errstate(over="ignore", invalid="ignore"):  # refused as non-finite
+                    out[offset : offset + segment.size] = (p @ q.T).ravel()
             at += segment.stored
             offset += segment.size
         return out
@@ -148,9 +147,13 @@ def _basis_starts(segments: Sequence[Segment]) -> list[int]:
 
 def _subspace_step(matrix: np.ndarray, q0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``P = orth(M Q0)``, ``Q = M^T P``, scaled so that P's and Q's columns have equal
-    norms (the product is unchanged; a quantiser after this sees one range)."""
-    p, _ = np.linalg.qr(matrix @ q0)
-    q = matrix.T @ p
+    norms (the product is unchanged; a quantiser after this sees one range).
+
+    The two products over the whole matrix run in its own dtype (BLAS); the thin
+    factorisation and the norms in float64.
+    """
+    p, _ = np.linalg.qr((matrix @ q0).astype(np.float64))
+    q = (matrix.T @ p.astype(matrix.dtype)).astype(np.float64)
     norms = np.linalg.norm(q, axis=0)
     balance = np.sqrt(np.where(norms > 0, norms, 1.0))
     return p * balance, q / balance
