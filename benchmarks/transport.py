@@ -253,22 +253,28 @@ def run(quick: bool) -> Result:
             f"{clients} clients, all selected every round; payload {payload_bytes / 1e6:.2f} MB "
             f"(CNN delta, FLW1 format, 1 MiB chunks); median of {rounds} rounds after a "
             "warm-up round. The coordinator is a separate process (benchmarks.coordinator_server).",
-            "Upload time includes the client's SHA-256, the server's reassembly, SHA-256 check, "
-            "decode, validation (finite check and norm), storing the blob and the fold; the "
-            "last upload of each round also closes the round.",
+            "Upload time includes the client's XXH3-128 checksum, the server's reassembly, "
+            "checksum check, decode, validation (finite check and norm), storing the blob "
+            "and the fold; the last upload of each round also closes the round.",
+            "Bare gRPC: the same chunk messages, the same number of streams and the same "
+            "server options (grpc.aio, message limits, no BDP probing) into a server that "
+            "only counts bytes (benchmarks.grpc_sink, its own process): what gRPC Python "
+            "itself allows on this machine. 'upload / bare gRPC' is the share of it that "
+            "the coordinator keeps.",
             "Client and coordinator share the machine's cores, as do the raw TCP sender "
             "and receiver (threads of this process).",
-            "Why the 0.5 GB/s target is not met (profile of serial uploads on the development "
-            "machine, 2026-11-29, CPU time from /proc): one 6.65 MB upload costs the "
-            "coordinator about 22 ms of CPU and the client 17 ms, on two shared cores. Of "
-            "that, SHA-256 is 4.9 ms on each side (1.4 GB/s; no faster hash in hashlib "
-            "here), protobuf parsing and the copies out of gRPC about 4 ms, the fold 2.5 ms, "
-            "and the rest gRPC Python's per-message machinery. With the SQLite and file "
-            "stores, writing the blob costs 12 ms and its fsync another 15 ms on this disk, "
-            "which an acknowledged-only-when-durable upload cannot skip. Pinning glibc's "
-            "mmap threshold halved the coordinator's CPU per upload (page faults on fresh "
-            "payload buffers had cost as much as the rest); serializing model chunks once "
-            "per version doubled download throughput.",
+            "Where an upload's time goes (development profile, 2026-12-03, CPU time from "
+            "/proc): with in-memory stores the coordinator spends about 13 ms of CPU and "
+            "the client about 5.5 ms per 6.65 MB upload; the bare gRPC server alone spends "
+            "5.5-8 ms. Updates carry an XXH3-128 checksum (0.1 ms) instead of SHA-256 "
+            "(3.7 ms on each side), their chunk messages are framed by hand and read as "
+            "views of gRPC's buffers, and the coordinator's BLAS runs on one thread (with "
+            "BLAS worker threads, each small dot product waited milliseconds for a worker "
+            "while clients trained beside it). With the SQLite and file stores each upload "
+            "also writes and fsyncs its blob (about 2 + 3.5 ms on this disk), commits its "
+            "row with the coordinator's lock held (SQLAlchemy, about 10 ms of CPU), and the "
+            "round's close deletes the round's update blobs: the deployed path stays "
+            "below the target.",
         ],
         figures=[
             Plot(

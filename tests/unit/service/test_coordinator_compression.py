@@ -292,3 +292,23 @@ def test_restart_rebuilds_the_open_round_from_its_stored_compressed_update():
     assert round1.participating_clients == 3
     assert round1.raw_bytes_up == 3 * RAW_NBYTES
     assert [u.codec for u in world.runs.list_updates("r", 1)] == [CODEC, CODEC, "raw"]
+
+
+def test_lowrank_updates_are_folded_as_the_product_of_their_factors():
+    codec = "lowrank:2+int8:block=64"
+    world = _world(codec)
+    world.register("a", "b", "c")
+    shapes = [(40, 25), (25,)]
+    rng = np.random.default_rng(5)
+    payloads = [encode_update(_vector(k), codec, rng=rng, shapes=shapes) for k in range(3)]
+
+    for client, payload in zip("abc", payloads, strict=True):
+        world.coordinator.submit_update(_compressed(client, payload))
+
+    (record,) = [r for r in world.runs.list_rounds("r") if r.round_number == 1]
+    assert record.status is RoundStatus.COMPLETED
+    expected = BASE + np.mean([_sent(p) for p in payloads], axis=0)
+    np.testing.assert_allclose(_global(world), expected, rtol=1e-5, atol=1e-6)
+    stored = world.runs.list_updates("r", 1)
+    assert {u.codec for u in stored} == {codec}
+    assert all(u.compression_ratio > 4 for u in stored)
