@@ -100,7 +100,7 @@ class RoundCheckpoints:
     def save(self, state: EpochState) -> None:
         buffer = io.BytesIO()
         torch.save({"key": self.key, "state": _as_dict(state)}, buffer)
-        write_atomic(self._store.path, buffer.getvalue())
+        write_atomic(self._store.path, buffer.getbuffer())
 
     def clear(self) -> None:
         self._store.clear()

@@ -12,7 +12,7 @@ __all__ = ["TEMP_SUFFIX", "write_atomic"]
 TEMP_SUFFIX = ".tmp"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
     """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
 
     The bytes go to a temporary file in the same folder, are flushed to disk with

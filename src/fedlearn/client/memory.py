@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -9,7 +11,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["free_memory", "is_out_of_memory", "train_with_smaller_batches"]
+__all__ = ["free_memory", "is_out_of_memory", "return_free_heap", "train_with_smaller_batches"]
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -29,6 +31,30 @@ def free_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def return_free_heap() -> bool:
+    """Hand the free pages of the C heap back to the system (glibc's ``malloc_trim``).
+
+    A round allocates and frees model-sized buffers (the downloaded model, the update,
+    its payload) and the training's activations and gradients; glibc keeps most of that
+    memory mapped for reuse, so a client's resident memory would carry the largest of
+    them into its idle wait and the next round. False where there is no glibc.
+    """
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 def train_with_smaller_batches(

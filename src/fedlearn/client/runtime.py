@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from fedlearn.client.checkpoints import RoundCheckpoints, round_key
 from fedlearn.client.compression import UpdateEncoder
-from fedlearn.client.memory import train_with_smaller_batches
+from fedlearn.client.memory import return_free_heap, train_with_smaller_batches
 from fedlearn.client.outbox import Outbox, OutboxEntry
 from fedlearn.client.recovery import Recovery
 from fedlearn.core.downstream import apply_delta, unflatten
@@ -269,10 +269,10 @@ class ClientRuntime:
         evaluation = trainer.evaluate_holdout()
         checkpoints = self._checkpoints(client_id, task.round_number, digest)
         outcome = self._train(base, task, checkpoints)
+        return_free_heap()  # the training's activations and gradients
         if outcome is None:
             return False
-        trained = trainer.get_weights()
-        delta = {name: (trained[name] - base[name]).astype(np.float32) for name in base}
+        delta = _delta(trainer.get_weights(), base)
         submission = UpdateSubmission(
             client_id=client_id,
             round_number=task.round_number,
@@ -298,7 +298,10 @@ class ClientRuntime:
             outcome.samples,
             outcome.seconds,
         )
-        if not self._deliver(entry):
+        delivered = self._deliver(entry)
+        del entry, submission, delta
+        return_free_heap()  # the update and its payload, before the wait for the next round
+        if not delivered:
             return False
         if self._on_round is not None:
             self._on_round(task.round_number, outcome)
@@ -331,7 +334,9 @@ class ClientRuntime:
             vector = np.ascontiguousarray(decoded.flat("float32"), dtype=np.float32)
             digest = _digest(blob.payload)
         self._held = _HeldModel(digest, vector, specs)
-        return {k: np.array(v) for k, v in unflatten(vector, specs).items()}, digest
+        # Views of the held vector, not copies: nothing writes to them (the trainer copies
+        # them into its model), and a changed held model would fail its SHA-256 check.
+        return unflatten(vector, specs), digest
 
     @staticmethod
     def _rebuild(held: _HeldModel, blob: GlobalModelBlob) -> npt.NDArray[np.float32] | None:
@@ -384,6 +389,15 @@ class ClientRuntime:
             min_batch_size=self._recovery.min_batch_size,
             round_number=task.round_number,
         )
+
+
+def _delta(trained: dict[str, np.ndarray], base: Weights) -> dict[str, npt.NDArray[np.float32]]:
+    """``trained - base`` per tensor as float32, freeing each trained tensor once used."""
+    delta = {}
+    for name in base:
+        diff = np.subtract(trained.pop(name), base[name])
+        delta[name] = diff if diff.dtype == np.float32 else diff.astype(np.float32)
+    return delta
 
 
 def _digest(payload: bytes) -> str:

@@ -183,13 +183,15 @@ class LocalTrainer:
                     EpochState(
                         epochs_done=epoch + 1,
                         fingerprint=fingerprint,
-                        model={k: v.detach().clone() for k, v in model.state_dict().items()},
+                        # saved at once, so the live tensors do: no model-sized copy
+                        model={k: v.detach() for k, v in model.state_dict().items()},
                         optimizer=optimizer.state_dict(),
                         generator=generator.get_state(),
                         loss=mean_loss,
                     )
                 )
         seconds = time.perf_counter() - started
+        model.zero_grad(set_to_none=True)  # the next step makes its own: free them until then
         if not math.isfinite(mean_loss):
             logger.warning("round %d: training loss is %s", round_number, mean_loss)
         logger.debug(
