@@ -1,9 +1,9 @@
 """A client process loads what a client needs and nothing more.
 
 Memory is what limits how many client processes one machine runs (``fedlearn run
---clients 50``): Opacus with scipy costs each ~110 MB, SQLAlchemy, Alembic and Redis
-~35 MB. Each check runs in a fresh interpreter, so that what other tests imported does
-not count.
+--clients 50``): Opacus with scipy costs each ~110 MB, ``torch._dynamo`` (which
+``torch.optim`` optimizers import) ~110 MB, SQLAlchemy, Alembic and Redis ~35 MB. Each
+check runs in a fresh interpreter, so that what other tests imported does not count.
 """
 
 from __future__ import annotations
