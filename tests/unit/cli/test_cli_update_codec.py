@@ -30,7 +30,7 @@ def test_coordinator_update_codec_defaults_to_raw(monkeypatch, capsys):
     [
         ("bogus", "unknown codec 'bogus'"),
         ("topk:2", "topk fraction must be in (0, 1]"),
-        ("int8+topk:0.1", "at most one 'topk' first"),
+        ("int8+topk:0.1", "at most one 'topk' or 'lowrank' first"),
         ("int8:block=x", "int8 block must be a whole number"),
     ],
 )
