@@ -10,6 +10,7 @@ from typing import Protocol
 
 import xxhash
 
+from fedlearn.core.codecs.base import leb128
 from fedlearn.errors import ChecksumError, UpdateRejectedError
 from fedlearn.service.messages import GlobalModelBlob
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
@@ -78,22 +79,13 @@ def data_chunk_wire_bytes(size: int) -> int:
     return 1 + max(1, (size.bit_length() + 6) // 7) + size
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def data_chunk_message(data: bytes | memoryview) -> bytes:
     """The serialized chunk message (``UpdateChunk`` or ``ModelChunk``) holding ``data``.
 
     Written by hand: one copy of the data, where building the protobuf message
     and serializing it copied it twice.
     """
-    return b"".join((bytes((_DATA_TAG,)), _varint(len(data)), data))
+    return b"".join((bytes((_DATA_TAG,)), leb128(len(data)), data))
 
 
 def data_of_chunk_message(message: bytes) -> memoryview | None:

@@ -24,6 +24,7 @@ __all__ = [
     "ValueCodec",
     "block_count",
     "block_param",
+    "leb128",
     "check_finite",
     "reduce_blocks",
     "reject",
@@ -154,3 +155,13 @@ class ValueCodec(ABC):
         Raise :class:`~fedlearn.errors.UpdateRejectedError` for content that no
         encoder writes (a NaN scale, an out-of-range code, set padding bits).
         """
+
+
+def leb128(value: int) -> bytes:
+    """``value`` (>= 0) as an unsigned LEB128 varint, as protobuf writes lengths."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedlearn.core.codecs.base import FloatVector, reject
+from fedlearn.core.codecs.base import FloatVector, leb128, reject
 from fedlearn.errors import ConfigError
 
 __all__ = ["MAX_RANK", "LowRank", "Segment", "decode_layout", "encode_layout"]
@@ -159,21 +159,12 @@ def _subspace_step(matrix: np.ndarray, q0: np.ndarray) -> tuple[np.ndarray, np.n
     return p * balance, q / balance
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_layout(segments: Sequence[Segment]) -> bytes:
     """The structure section: the segment count, then ``rows, cols, rank`` of each."""
     fields = [len(segments)]
     for segment in segments:
         fields.extend((segment.rows, segment.cols, segment.rank))
-    return b"".join(_varint(f) for f in fields)
+    return b"".join(leb128(f) for f in fields)
 
 
 def _read_varints(data: memoryview) -> list[int]:
