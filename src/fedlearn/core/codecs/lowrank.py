@@ -89,7 +89,7 @@ class LowRank:
         used as the start of the subspace step when it fits these segments.
         """
         starts = _basis_starts(segments)
-        usable = basis is not None and basis.size == starts[-1]
+        start_basis = basis if basis is not None and basis.size == starts[-1] else None
         parts: list[FloatVector] = []
         offset = 0
         for index, segment in enumerate(segments):
@@ -99,8 +99,8 @@ class LowRank:
                 parts.append(block)
                 continue
             matrix = block.reshape(segment.rows, segment.cols)
-            if usable and basis is not None:
-                start = basis[starts[index] : starts[index + 1]]
+            if start_basis is not None:
+                start = start_basis[starts[index] : starts[index + 1]]
                 q0 = start.reshape(segment.cols, segment.rank).astype(matrix.dtype)
             else:
                 q0 = rng.standard_normal((segment.cols, segment.rank)).astype(matrix.dtype)
