@@ -102,11 +102,20 @@ def run(quick: bool) -> Result:
     rows: list[list[object]] = []
     curves: dict[str, dict[str, list[float | None]]] = {}
     sources: dict[str, str] = {}
-    for s in settings:
+    for index, s in enumerate(settings, start=1):
+        print(
+            f"  [{index}/{len(settings)}] {DATASET_NAMES[s.dataset]}, {s.partitioner}, "
+            f"{s.clients} clients, {s.rounds} rounds ...",
+            flush=True,
+        )
         fed = run_federation(
             clients=s.clients, rounds=s.rounds, dataset=s.dataset, partitioner=s.partitioner
         )
         curve = [r["accuracy"] for r in fed.summary["rounds"]]
+        print(
+            f"      final accuracy {curve[-1]}, {fed.summary.get('wall_seconds', 0):.0f} s",
+            flush=True,
+        )
         curves.setdefault(s.dataset, {})[f"{s.partitioner}, {s.clients} clients"] = curve
         sources[s.dataset] = fed.data_source
         rows.append(
@@ -115,6 +124,7 @@ def run(quick: bool) -> Result:
     for dataset, by_label in curves.items():
         epochs = max(s.rounds for s in settings if s.dataset == dataset)
         epochs *= HYPERPARAMETERS["local_epochs"]
+        print(f"  centralised {DATASET_NAMES[dataset]}, {epochs} epochs ...", flush=True)
         curve, seconds = centralised(dataset, epochs)
         by_label["centralised (per epoch)"] = list(curve)
         rows.append(_row(dataset, "centralised", None, list(curve), seconds))

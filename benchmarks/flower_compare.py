@@ -20,6 +20,12 @@
      ``flower-supernode --insecure --node-config 'partition-id=k num-partitions=N'`` and
      ``flwr run benchmarks/flower/app <connection>``; the ServerApp logs each round.
 
+   * Flower's simulation runtime (Ray): ``flower-superlink --insecure --simulation``,
+     ``flwr federation simulation-config @none/default <connection> --num-supernodes N
+     --client-resources-num-cpus 1`` and the same ``flwr run`` (skipped with
+     ``--no-simulation``). The issue's reference has Flower's simulation well ahead of its
+     deployment runtime; fedlearn, with real processes and real gRPC, is timed against it.
+
    While each runs, the coordinator's peak RSS (``VmHWM``) is polled: fedlearn's
    ``coordinator`` process; Flower's SuperLink, and separately the SuperLink plus the
    SuperExec and ServerApp processes it starts (FedAvg and evaluation run there).
@@ -79,7 +85,8 @@ NAME = "flower"
 TITLE = "Flower side by side (FedAvg, real processes on 127.0.0.1)"
 FLWR_VERSION = "1.42.0"
 PINS = (
-    f"flwr=={FLWR_VERSION}", "torch==2.13.0", "numpy==2.4.6", "mlxtend==0.25.0",
+    # [simulation]: Ray, for Flower's simulation runtime (the local SuperLink)
+    f"flwr[simulation]=={FLWR_VERSION}", "torch==2.13.0", "numpy==2.4.6", "mlxtend==0.25.0",
     # fedlearn's LocalTrainer imports its DP-SGD support
     "opacus==1.6.0",
 )  # fmt: skip
@@ -91,6 +98,10 @@ WORK = FLOWER_DIR / ".work"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 STAMP = VENV / "fedlearn-bench-pins.json"
 CONNECTION = "bench"
+SIMULATION_FEDERATION = "@none/default"
+"""The federation a SuperLink without accounts runs (flwr.supercore.constant.NOOP_FEDERATION_ID)."""
+FLOWER = "Flower"
+FLOWER_SIM = "Flower simulation"
 
 MB = 1e6
 MODEL = "cnn"
@@ -113,6 +124,8 @@ class Mode:
     sizes: tuple[int, ...]
     rounds: int
     repeats: int
+    simulation: bool = True
+    """Also run Flower's simulation runtime (Ray) at each client count."""
 
 
 QUICK = Mode("quick", (10,), 5, 1)
@@ -466,6 +479,8 @@ def _flower_role(cmdline: str) -> str | None:
         ("flwr-serverapp", "serverapp"),
         ("flwr-clientapp", "clientapp"),
         ("flower-supernode", "supernode"),
+        ("flwr-simulation", "simulation"),
+        ("ray::", "ray-worker"),
     )
     for needle, role in roles:
         if needle in cmdline:
@@ -534,13 +549,26 @@ def _run_config(clients: int, rounds: int, digits: Path, results: Path) -> str:
 
 
 def run_flower(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutcome:
-    outcome = RunOutcome("Flower", clients, repeat)
+    """Flower's deployment runtime: a SuperLink and ``clients`` SuperNode processes."""
+    return _run_flower(clients, rounds, repeat, digits, simulation=False)
+
+
+def run_flower_simulation(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutcome:
+    """Flower's simulation runtime (Ray): a SuperLink started with ``--simulation`` and
+    ``clients`` virtual SuperNodes, Flower's default of one CPU per ClientApp."""
+    return _run_flower(clients, rounds, repeat, digits, simulation=True)
+
+
+def _run_flower(
+    clients: int, rounds: int, repeat: int, digits: Path, *, simulation: bool
+) -> RunOutcome:
+    outcome = RunOutcome(FLOWER_SIM if simulation else FLOWER, clients, repeat)
     outcome.extra["load_1min_at_start"] = round(os.getloadavg()[0], 2)
-    folder = WORK / f"flower-n{clients}-r{repeat}"
+    folder = WORK / f"flower{'-sim' if simulation else ''}-n{clients}-r{repeat}"
     shutil.rmtree(folder, ignore_errors=True)
     home = folder / "flwr-home"
     home.mkdir(parents=True)
-    link_port, *node_ports = _free_ports(clients + 1)
+    link_port, *node_ports = _free_ports(1 if simulation else clients + 1)
     (home / "config.toml").write_text(
         f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
         f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
@@ -552,12 +580,17 @@ def run_flower(clients: int, rounds: int, repeat: int, digits: Path) -> RunOutco
     superlink = group.start(
         "superlink",
         [str(_venv_bin("flower-superlink")), "--insecure", "--port", str(link_port),
-         "--disable-runtime-dependency-installation"],
+         "--disable-runtime-dependency-installation", *(["--simulation"] if simulation else [])],
     )  # fmt: skip
     watcher = TreeWatcher(group.pids, _flower_role)
     run_id = ""
     try:
         _wait_for_port(link_port, lambda: group.alive("superlink"))
+        if simulation:
+            _flwr_cli(
+                env, folder, "federation", "simulation-config", SIMULATION_FEDERATION,
+                CONNECTION, "--num-supernodes", str(clients), "--client-resources-num-cpus", "1",
+            )  # fmt: skip
         for k, port in enumerate(node_ports):
             group.start(
                 f"supernode-{k:02d}",
@@ -598,7 +631,7 @@ def _wait_for_flower(
 ) -> str | None:
     """Wait until the ServerApp logged its end; an error message, or None."""
     started = time.monotonic()
-    deadline = started + 900 + rounds * (120 + 10 * _group_size(group))
+    deadline = started + 900 + rounds * (120 + 10 * max(_group_size(group), 10))
     next_check = started + 30
     while True:
         if any(r.get("event") == "serverapp-end" for r in _read_jsonl(results)):
@@ -723,15 +756,30 @@ class Comparison:
     clients: int
     fed: list[RunOutcome]
     flw: list[RunOutcome]
+    sim: list[RunOutcome] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     acc_fed: dict[int, float] = field(default_factory=dict)
     acc_flw: dict[int, float] = field(default_factory=dict)
+    acc_sim: dict[int, float] = field(default_factory=dict)
 
 
-def compare(clients: int, fed: list[RunOutcome], flw: list[RunOutcome]) -> Comparison:
-    c = Comparison(clients, [o for o in fed if o.rounds], [o for o in flw if o.rounds])
+def compare(
+    clients: int,
+    fed: list[RunOutcome],
+    flw: list[RunOutcome],
+    sim: Sequence[RunOutcome] | None = None,
+) -> Comparison:
+    """fedlearn against Flower's deployment runtime and, where run (``sim`` not None, its
+    runs possibly failed), its simulation runtime."""
+    c = Comparison(
+        clients,
+        [o for o in fed if o.rounds],
+        [o for o in flw if o.rounds],
+        [o for o in sim or () if o.rounds],
+    )
     c.acc_fed, c.acc_flw = _accuracy_by_round(c.fed), _accuracy_by_round(c.flw)
+    c.acc_sim = _accuracy_by_round(c.sim)
     common = sorted(set(c.acc_fed) & set(c.acc_flw))
     last = common[-1] if common else None
 
@@ -804,7 +852,41 @@ def compare(clients: int, fed: list[RunOutcome], flw: list[RunOutcome]) -> Compa
             met=worst is not None and worst >= -ACCURACY_TOLERANCE,
         )
     )
+    if sim is not None:
+        _compare_simulation(c)
     return c
+
+
+def _compare_simulation(c: Comparison) -> None:
+    """Rows and a target for Flower's simulation runtime (its Flower column is the simulation's)."""
+    sim_rounds = sorted(set(c.acc_fed) & set(c.acc_sim))
+    if sim_rounds:
+        last = sim_rounds[-1]
+        c.rows.append(
+            [c.clients, f"final accuracy (round {last}), Flower simulation",
+             c.acc_fed[last], c.acc_sim[last], _ratio(c.acc_fed[last], c.acc_sim[last])]
+        )  # fmt: skip
+    for label, key in (
+        ("median round wall time (s), Flower simulation", "seconds"),
+        ("median framework overhead per round (s), Flower simulation", "overhead_seconds"),
+        ("median slowest client's training (s), Flower simulation", "slowest_client_train_seconds"),
+    ):
+        a, b = _pooled(c.fed, key), _pooled(c.sim, key)
+        c.rows.append([c.clients, label, a, b, _ratio(a, b)])
+    fed_s, sim_s = _pooled(c.fed, "seconds"), _pooled(c.sim, "seconds")
+    ratio = _ratio(fed_s, sim_s)
+    c.targets.append(
+        Target(
+            name=f"median round wall time, {c.clients} clients, vs Flower's simulation runtime",
+            target="below Flower's simulation (Ray, in one process tree), same run",
+            measured=(
+                f"{fed_s:.2f} s vs {sim_s:.2f} s: {ratio:.3f} x"
+                if fed_s is not None and sim_s is not None and ratio is not None
+                else "not measured"
+            ),
+            met=ratio is not None and ratio < 1,
+        )
+    )
 
 
 def _sum_or_none(*values: float | None) -> float | None:
@@ -817,8 +899,13 @@ def _sum_or_none(*values: float | None) -> float | None:
 def _alternate(mode: Mode, digits: Path) -> Iterator[RunOutcome]:
     for clients in mode.sizes:
         for repeat in range(1, mode.repeats + 1):
-            for runner in (run_fedlearn, run_flower):
-                name = "fedlearn" if runner is run_fedlearn else "Flower"
+            runners: list[tuple[str, Callable[[int, int, int, Path], RunOutcome]]] = [
+                ("fedlearn", run_fedlearn),
+                (FLOWER, run_flower),
+            ]
+            if mode.simulation:
+                runners.append((FLOWER_SIM, run_flower_simulation))
+            for name, runner in runners:
                 logger.info("%s, %d clients, %d rounds, run %d", name, clients, mode.rounds, repeat)
                 outcome = runner(clients, mode.rounds, repeat, digits)
                 logger.info(
@@ -840,7 +927,10 @@ def measure(mode: Mode) -> tuple[Result, dict[str, str]]:
         compare(
             n,
             [o for o in outcomes if o.framework == "fedlearn" and o.clients == n],
-            [o for o in outcomes if o.framework == "Flower" and o.clients == n],
+            [o for o in outcomes if o.framework == FLOWER and o.clients == n],
+            [o for o in outcomes if o.framework == FLOWER_SIM and o.clients == n]
+            if mode.simulation
+            else None,
         )
         for n in mode.sizes
     ]
@@ -854,7 +944,10 @@ def measure(mode: Mode) -> tuple[Result, dict[str, str]]:
         notes=notes,
         figures=_figures(comparisons),
         data={
-            "mode": {"sizes": list(mode.sizes), "rounds": mode.rounds, "repeats": mode.repeats},
+            "mode": {
+                "sizes": list(mode.sizes), "rounds": mode.rounds, "repeats": mode.repeats,
+                "simulation": mode.simulation,
+            },
             "hyperparameters": {
                 "model": MODEL, "partitioner": PARTITIONER, "local_epochs": LOCAL_EPOCHS,
                 "batch_size": BATCH_SIZE, "lr": LR, "seed": SEED, "strategy": "fedavg",
@@ -884,10 +977,10 @@ def _notes(
 ) -> list[str]:
     fed_cmd = next((o.extra["command"] for o in outcomes if o.framework == "fedlearn"), "")
     flw_cmd = next(
-        (o.extra["command"] for o in outcomes if "command" in o.extra and o.framework == "Flower"),
+        (o.extra["command"] for o in outcomes if "command" in o.extra and o.framework == FLOWER),
         "",
     )
-    flw = [o for o in outcomes if o.framework == "Flower" and o.rounds]
+    flw = [o for o in outcomes if o.framework == FLOWER and o.rounds]
     eval_s = _median_or_none([o.extra["eval_seconds"] for o in flw if o.extra.get("eval_seconds")])
     app_s = _median_or_none(
         [
@@ -912,6 +1005,17 @@ def _notes(
         "--insecure --node-config 'partition-id=k num-partitions=N'`, and "
         f"`{flw_cmd}`; Flower's own FedAvg strategy (flwr.serverapp.strategy.FedAvg), "
         "fraction_train 1, no client-side evaluation.",
+        *(
+            [
+                "Flower simulation: the same App and run config on `flower-superlink --insecure "
+                "--simulation` after `flwr federation simulation-config @none/default bench "
+                "--num-supernodes N --client-resources-num-cpus 1` (Ray 2.55, Flower's default "
+                "of one CPU per ClientApp: as many ClientApps at once as the machine has cores, "
+                "each virtual SuperNode's ClientApp reused across rounds in a Ray worker)."
+            ]
+            if any(o.framework == FLOWER_SIM for o in outcomes)
+            else []
+        ),
         "Round wall time: fedlearn, from the round's opening to its global model being "
         "stored (summary.json); Flower, from the train messages being ready (all nodes "
         "sampled) to the aggregate being built. Neither includes server-side evaluation "
@@ -954,13 +1058,25 @@ def _notes(
                 for k in sorted(set(c.acc_fed) & set(c.acc_flw))
             )
             notes.append(f"Accuracy per round at {c.clients} clients (fedlearn/Flower): {pairs}.")
+        if c.acc_fed and c.acc_sim:
+            pairs = ", ".join(
+                f"{k}: {c.acc_fed[k]:.3f}/{c.acc_sim[k]:.3f}"
+                for k in sorted(set(c.acc_fed) & set(c.acc_sim))
+            )
+            notes.append(
+                f"Accuracy per round at {c.clients} clients (fedlearn/Flower simulation): {pairs}."
+            )
     return notes
 
 
 def _figures(comparisons: Sequence[Comparison]) -> list[Plot]:
     series = []
     for c in comparisons:
-        for label, acc, style in (("fedlearn", c.acc_fed, "o-"), ("Flower", c.acc_flw, "s--")):
+        for label, acc, style in (
+            ("fedlearn", c.acc_fed, "o-"),
+            (FLOWER, c.acc_flw, "s--"),
+            (FLOWER_SIM, c.acc_sim, "^:"),
+        ):
             if acc:
                 series.append(
                     Series(f"{label}, {c.clients} clients", list(acc), list(acc.values()), style)
@@ -971,8 +1087,12 @@ def _figures(comparisons: Sequence[Comparison]) -> list[Plot]:
     keys = ("seconds", "overhead_seconds")
     bars = [
         Series("fedlearn", categories, [_pooled(c.fed, k) for c in comparisons for k in keys]),
-        Series("Flower", categories, [_pooled(c.flw, k) for c in comparisons for k in keys]),
+        Series(FLOWER, categories, [_pooled(c.flw, k) for c in comparisons for k in keys]),
     ]
+    if any(c.sim for c in comparisons):
+        bars.append(
+            Series(FLOWER_SIM, categories, [_pooled(c.sim, k) for c in comparisons for k in keys])
+        )
     return [
         Plot(
             file="flower_accuracy.png",
@@ -1008,6 +1128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", help="override the client counts")
     parser.add_argument("--rounds", type=int, help="override the number of rounds")
     parser.add_argument("--repeats", type=int, help="override the runs per client count")
+    parser.add_argument(
+        "--no-simulation", action="store_true", help="skip Flower's simulation runtime (Ray)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for flower.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -1017,6 +1140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tuple(args.clients or base.sizes),
         args.rounds or base.rounds,
         args.repeats or base.repeats,
+        simulation=not args.no_simulation,
     )
     machine = machine_info()  # before the runs: the load average is the machine's own
     result, flower_versions = measure(mode)

@@ -1,0 +1,74 @@
+"""The Flower comparison's arithmetic: ratios, the overhead and accuracy targets, and the
+rows and target for Flower's simulation runtime (no processes started here)."""
+
+import pytest
+
+from benchmarks.flower_compare import FLOWER, FLOWER_SIM, RunOutcome, compare
+
+
+def _outcome(framework: str, seconds: float, train: float, accuracies: list[float]) -> RunOutcome:
+    outcome = RunOutcome(framework, 10, 1)
+    outcome.rounds = [
+        {
+            "round": k,
+            "accuracy": acc,
+            "seconds": seconds,
+            "slowest_client_train_seconds": train,
+            "overhead_seconds": seconds - train,
+        }
+        for k, acc in enumerate(accuracies, start=1)
+    ]
+    outcome.bytes_per_round = 1e6
+    return outcome
+
+
+def _rows(comparison: object) -> dict[str, list[object]]:
+    return {row[1]: row for row in comparison.rows}  # type: ignore[attr-defined]
+
+
+def _targets(comparison: object) -> dict[str, bool]:
+    return {t.name: t.met for t in comparison.targets}  # type: ignore[attr-defined]
+
+
+def test_overhead_and_accuracy_targets_against_the_deployment_runtime() -> None:
+    fed = _outcome("fedlearn", 2.0, 1.5, [0.5, 0.8])
+    flw = _outcome(FLOWER, 40.0, 1.5, [0.5, 0.81])
+    c = compare(10, [fed], [flw])
+    rows = _rows(c)
+    assert rows["median framework overhead per round (s)"][2:] == [
+        pytest.approx(0.5),
+        pytest.approx(38.5),
+        pytest.approx(0.5 / 38.5),
+    ]
+    targets = _targets(c)
+    assert targets["framework overhead per round, 10 clients"] is True
+    assert targets["accuracy per round, 10 clients"] is False  # 0.01 below in round 2
+    assert not any("simulation" in name for name in rows)
+
+
+def test_simulation_rows_and_target() -> None:
+    fed = _outcome("fedlearn", 2.0, 1.5, [0.5, 0.8])
+    flw = _outcome(FLOWER, 40.0, 1.5, [0.5, 0.8])
+    sim = _outcome(FLOWER_SIM, 2.5, 1.4, [0.5, 0.8])
+    c = compare(10, [fed], [flw], [sim])
+    rows = _rows(c)
+    assert rows["median round wall time (s), Flower simulation"][2:] == [
+        pytest.approx(2.0),
+        pytest.approx(2.5),
+        pytest.approx(0.8),
+    ]
+    assert rows["final accuracy (round 2), Flower simulation"][2:4] == [0.8, 0.8]
+    name = "median round wall time, 10 clients, vs Flower's simulation runtime"
+    assert _targets(c)[name] is True
+
+    slower = compare(10, [_outcome("fedlearn", 3.0, 1.5, [0.5, 0.8])], [flw], [sim])
+    assert _targets(slower)[name] is False
+
+
+def test_a_failed_simulation_run_leaves_its_target_unmet() -> None:
+    fed = _outcome("fedlearn", 2.0, 1.5, [0.5])
+    flw = _outcome(FLOWER, 40.0, 1.5, [0.5])
+    failed = RunOutcome(FLOWER_SIM, 10, 1, error="the SuperLink exited")
+    c = compare(10, [fed], [flw], [failed])
+    target = next(t for t in c.targets if "simulation" in t.name)
+    assert (target.met, target.measured) == (False, "not measured")
