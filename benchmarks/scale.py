@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sqlite3
 import statistics
 import sys
@@ -328,9 +329,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, required=True)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--budget", type=float, help="seconds before giving up")
+    parser.add_argument(
+        "--coordinator-args",
+        default="",
+        help="more options for fedlearn coordinator, e.g. '--upload-slot-wait 30'",
+    )
     args = parser.parse_args()
     budget = args.budget or _budget(args.clients, args.rounds)
-    result = run_scale(args.clients, rounds=args.rounds, budget_s=budget)
+    result = run_scale(
+        args.clients,
+        rounds=args.rounds,
+        budget_s=budget,
+        extra_args=tuple(shlex.split(args.coordinator_args)),
+    )
     print(json.dumps(dict(zip(COLUMNS, _row(result, result.peak_rss_mb), strict=True)), indent=1))
     print("\n".join(_failures([result])) or "completed")
 

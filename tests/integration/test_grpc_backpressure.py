@@ -1,9 +1,11 @@
-"""Uploads beyond the configured limit are refused with RESOURCE_EXHAUSTED, not buffered."""
+"""Uploads beyond the configured limit queue for ``upload_slot_wait_s`` and are then
+refused with RESOURCE_EXHAUSTED, not buffered."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -22,8 +24,6 @@ WEIGHTS = {"w": np.zeros(1000, np.float32)}
 
 class _Clock:
     def now(self) -> float:
-        import time
-
         return time.time()
 
 
@@ -42,7 +42,7 @@ def _header(client: str) -> pb.UpdateChunk:
     ), payload
 
 
-def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
+def _serving(slot_wait_s: float) -> tuple[Coordinator, CoordinatorServer]:
     coordinator = Coordinator(
         CoordinatorConfig(run_id="bp", model_name="toy", num_rounds=1, min_clients=2),
         WEIGHTS,
@@ -54,9 +54,16 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
         coordinator.register_client(name, ClientCapabilities(available_samples=5))
     server = CoordinatorServer(
         coordinator,
-        ServerOptions(address="127.0.0.1:0", max_concurrent_uploads=1, upload_slot_wait_s=0.2),
+        ServerOptions(
+            address="127.0.0.1:0", max_concurrent_uploads=1, upload_slot_wait_s=slot_wait_s
+        ),
     )
     server.start()
+    return coordinator, server
+
+
+def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
+    coordinator, server = _serving(slot_wait_s=0.2)
     release = threading.Event()
     started = threading.Event()
     try:
@@ -85,6 +92,39 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
         # the slot is free again: b's upload now goes through
         ack = stub.SubmitUpdate(iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=5)
         assert ack.updates_received == 2
+        channel.close()
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_an_upload_beyond_the_limit_queues_until_a_slot_frees_within_the_wait():
+    coordinator, server = _serving(slot_wait_s=10.0)
+    release = threading.Event()
+    started = threading.Event()
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stub = pb_grpc.FederatedLearningStub(channel)
+        header_a, payload = _header("a")
+
+        def slow_stream():
+            yield header_a
+            started.set()
+            release.wait(10)
+            yield pb.UpdateChunk(data=payload)
+
+        first = stub.SubmitUpdate.future(slow_stream(), timeout=20)
+        assert started.wait(5)
+        header_b, payload_b = _header("b")
+        second = stub.SubmitUpdate.future(
+            iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=20
+        )
+        time.sleep(0.5)
+        assert not second.done()  # waiting for a's slot, not refused
+        assert coordinator.status().updates_received == 0
+        threading.Timer(0.5, release.set).start()
+        assert first.result().updates_received == 1
+        assert second.result().updates_received == 2
         channel.close()
     finally:
         release.set()

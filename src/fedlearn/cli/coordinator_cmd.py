@@ -229,6 +229,13 @@ def coordinator(
             min=1, help="Uploads held in memory at once; more get RESOURCE_EXHAUSTED and retry."
         ),
     ] = 4,
+    upload_slot_wait: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds an upload may queue for a free slot before it gets RESOURCE_EXHAUSTED.",
+        ),
+    ] = 2.0,
     linger: Annotated[
         float,
         typer.Option(
@@ -295,6 +302,7 @@ def coordinator(
             max_workers=max_workers,
             max_message_bytes=max_message_mb * MiB,
             max_concurrent_uploads=max_concurrent_uploads,
+            upload_slot_wait_s=upload_slot_wait,
             admin_token=admin_token or None,
         ),
         database_url=database_url,
