@@ -38,6 +38,10 @@ from fedlearn.transport.client import fetch_status
 
 __all__ = ["run"]
 
+FINISH_WAIT_S = 1800.0
+"""How long the coordinator may take, after the last round, to record the scores of
+rounds still being evaluated and tell every client the run is over."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
@@ -258,9 +262,17 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
     )
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("waiting for clients", total=plan.rounds)
+        ended_at: float | None = None
         while True:
             if group.failed():
                 raise FedLearnError("; ".join(group.failed()))
+            if ended_at is not None and not group.running("coordinator"):
+                return
+            if ended_at is not None and time.monotonic() > ended_at + FINISH_WAIT_S:
+                raise FedLearnError(
+                    f"the coordinator was still running {FINISH_WAIT_S:.0f} s after the last "
+                    f"round (see {plan.out / 'logs' / 'coordinator.log'})"
+                )
             try:
                 status = fetch_status(target, timeout_s=5.0)
             except TransportError:
@@ -269,21 +281,28 @@ def _monitor(target: str, group: ProcessGroup, plan: _Plan, console: Console) ->
                 continue
             done = [r for r in status.rounds if r.status == "completed" and r.round_number > 0]
             accuracy = done[-1].accuracy if done else None
+            over = status.state in (RunState.FINISHED, RunState.FAILED)
+            scored = sum(1 for r in done if r.accuracy is not None)
             progress.update(
                 bar,
                 completed=status.completed_rounds,
                 description=(
-                    f"round {status.current_round}: {status.updates_received}/"
+                    f"rounds done; {scored}/{len(done)} evaluated, the coordinator is finishing"
+                    if over
+                    else f"round {status.current_round}: {status.updates_received}/"
                     f"{status.updates_expected} updates, {len(status.clients)} clients"
                     + (f", accuracy {accuracy:.4f}" if accuracy is not None else "")
                 ),
             )
-            if status.state in (RunState.FINISHED, RunState.FAILED):
+            if over and ended_at is None:
+                # The coordinator scores each round's model off the critical path and
+                # tells clients the run is over only once every score is recorded: on
+                # a busy machine that backlog can take minutes, so wait for it to exit.
+                ended_at = time.monotonic()
                 if status.central_privacy is not None:
                     console.print(central_privacy_line(status.central_privacy))
                 if status.state is RunState.FAILED:
                     raise FedLearnError("the run failed: too many rounds in a row failed")
-                return
             time.sleep(0.5)
 
 
