@@ -58,7 +58,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,15 @@ SIMULATION_FEDERATION = "@none/default"
 """The federation a SuperLink without accounts runs (flwr.supercore.constant.NOOP_FEDERATION_ID)."""
 FLOWER = "Flower"
 FLOWER_SIM = "Flower simulation"
+FEDLEARN_BYTES = "fedlearn: bytes_up + bytes_down of summary.json (update/model blobs)"
+FLOWER_TRAFFIC_BYTES = (
+    "Flower: the SuperLink's own count of Fleet traffic (flwr ls: network-traffic), "
+    "divided by the rounds"
+)
+FLOWER_PAYLOAD_BYTES = (
+    "Flower: ArrayRecord payload sizes sent and received (estimate; the simulation "
+    "runtime has no network traffic to count)"
+)
 
 MB = 1e6
 MODEL = "cnn"
@@ -126,6 +135,8 @@ class Mode:
     repeats: int
     simulation: bool = True
     """Also run Flower's simulation runtime (Ray) at each client count."""
+    only: tuple[str, ...] = ()
+    """Run just these frameworks (``fedlearn``, ``Flower``, ``Flower simulation``); all if empty."""
 
 
 QUICK = Mode("quick", (10,), 5, 1)
@@ -462,7 +473,7 @@ def run_fedlearn(clients: int, rounds: int, repeat: int, digits: Path) -> RunOut
     # at 50 clients) are not needed once summary.json is read.
     shutil.rmtree(folder / "out" / "state", ignore_errors=True)
     outcome.bytes_per_round = _median_or_none(outcome.column("bytes"))
-    outcome.bytes_note = "fedlearn: bytes_up + bytes_down of summary.json (update/model blobs)"
+    outcome.bytes_note = FEDLEARN_BYTES
     outcome.peaks_mb = {
         "coordinator": watcher.peak_mb("coordinator") or 0.0,
         "client": watcher.peak_mb("client") or 0.0,
@@ -600,7 +611,7 @@ def _run_flower(
             )  # fmt: skip
         config = _run_config(clients, rounds, digits, results)
         outcome.extra["command"] = _relative(f"flwr run {APP} {CONNECTION} -c '{config}'")
-        answer = _flwr_cli(env, folder, "run", str(APP), CONNECTION, "-c", config)
+        answer = _start_flower_run(env, folder, config, alive=lambda: group.alive("superlink"))
         run_id = str(answer.get("run-id") or "")
         if not run_id:
             raise RuntimeError(f"flwr run did not start a run: {answer}")
@@ -617,6 +628,21 @@ def _run_flower(
     outcome.wall_s = time.monotonic() - started
     _read_flower_results(outcome, results, rounds, watcher, superlink)
     return outcome
+
+
+def _start_flower_run(
+    env: dict[str, str], folder: Path, config: str, *, alive: Callable[[], bool]
+) -> Any:
+    """``flwr run``, tried again while the SuperLink is too busy to answer: with 50
+    SuperNodes starting up on 2 cores, its Control API can time out for minutes."""
+    end = time.monotonic() + 600
+    while True:
+        answer = _flwr_cli(env, folder, "run", str(APP), CONNECTION, "-c", config)
+        busy = "unavailable" in str(answer.get("error-message", "")).lower()
+        if answer.get("run-id") or not busy or not alive() or time.monotonic() > end:
+            return answer
+        logger.info("  the SuperLink did not answer flwr run; trying again in 10 s")
+        time.sleep(10)
 
 
 def _wait_for_flower(
@@ -672,13 +698,10 @@ def _read_flower_results(
     traffic = outcome.extra.get("flwr_ls", {}).get("network-traffic", {})
     if traffic.get("total-bytes") and outcome.rounds:
         outcome.bytes_per_round = traffic["total-bytes"] / len(outcome.rounds)
-        outcome.bytes_note = (
-            "Flower: the SuperLink's own count of Fleet traffic (flwr ls: network-traffic), "
-            "divided by the rounds"
-        )
+        outcome.bytes_note = FLOWER_TRAFFIC_BYTES
     else:
         outcome.bytes_per_round = _median_or_none(outcome.column("bytes"))
-        outcome.bytes_note = "Flower: ArrayRecord payload sizes sent and received (estimate)"
+        outcome.bytes_note = FLOWER_PAYLOAD_BYTES
     link = watcher.peaks_kb.get(superlink, ("superlink", 0))[1] * 1024 / MB
     link_exec = [
         kb for pid, (role, kb) in watcher.peaks_kb.items()
@@ -905,6 +928,8 @@ def _alternate(mode: Mode, digits: Path) -> Iterator[RunOutcome]:
             ]
             if mode.simulation:
                 runners.append((FLOWER_SIM, run_flower_simulation))
+            if mode.only:
+                runners = [(name, runner) for name, runner in runners if name in mode.only]
             for name, runner in runners:
                 logger.info("%s, %d clients, %d rounds, run %d", name, clients, mode.rounds, repeat)
                 outcome = runner(clients, mode.rounds, repeat, digits)
@@ -918,11 +943,21 @@ def _alternate(mode: Mode, digits: Path) -> Iterator[RunOutcome]:
                 yield outcome
 
 
-def measure(mode: Mode) -> tuple[Result, dict[str, str]]:
-    """Run the comparison; the result and the Flower environment's versions."""
+def measure(mode: Mode, kept: Sequence[RunOutcome] = ()) -> tuple[Result, dict[str, str]]:
+    """Run the comparison; the result and the Flower environment's versions.
+
+    ``kept``: runs of an earlier invocation (``--merge``) compared beside the new ones,
+    except those of a framework and client count run again now.
+    """
     flower_versions = ensure_venv()
     digits, source = prepare_digits()
-    outcomes = list(_alternate(mode, digits))
+    fresh = list(_alternate(mode, digits))
+    redone = {(o.framework, o.clients) for o in fresh}
+    outcomes = [o for o in kept if (o.framework, o.clients) not in redone] + fresh
+    sizes = sorted({o.clients for o in outcomes})
+    mode = replace(
+        mode, sizes=tuple(sizes), simulation=any(o.framework == FLOWER_SIM for o in outcomes)
+    )
     comparisons = [
         compare(
             n,
@@ -935,6 +970,13 @@ def measure(mode: Mode) -> tuple[Result, dict[str, str]]:
         for n in mode.sizes
     ]
     notes = _notes(mode, outcomes, comparisons, source, flower_versions)
+    if len(outcomes) > len(fresh):
+        notes.append(
+            "Merged (--merge): "
+            + ", ".join(f"{o.framework} at {o.clients} clients" for o in fresh)
+            + f" run again on {time.strftime('%Y-%m-%d %H:%M')} UTC; the other runs are "
+            "the earlier invocation's (each run's load when it started is listed above)."
+        )
     result = Result(
         name=NAME,
         title=TITLE,
@@ -964,8 +1006,37 @@ def _run_data(o: RunOutcome) -> dict[str, Any]:
     return {
         "framework": o.framework, "clients": o.clients, "repeat": o.repeat,
         "wall_seconds": o.wall_s, "error": o.error, "peaks_mb": o.peaks_mb,
-        "bytes_per_round": o.bytes_per_round, "rounds": o.rounds, **o.extra,
+        "bytes_per_round": o.bytes_per_round, "bytes_note": o.bytes_note,
+        "rounds": o.rounds, **o.extra,
     }  # fmt: skip
+
+
+def run_from_data(data: dict[str, Any]) -> RunOutcome:
+    """A run read back from ``flower.json`` (the inverse of ``_run_data``)."""
+    data = dict(data)
+    outcome = RunOutcome(
+        framework=data.pop("framework"),
+        clients=data.pop("clients"),
+        repeat=data.pop("repeat"),
+        rounds=data.pop("rounds"),
+        peaks_mb=data.pop("peaks_mb"),
+        bytes_per_round=data.pop("bytes_per_round"),
+        wall_s=data.pop("wall_seconds"),
+        error=data.pop("error"),
+    )
+    note = data.pop("bytes_note", "")
+    if not note:  # written before the note was kept
+        traffic = data.get("flwr_ls", {}).get("network-traffic", {}).get("total-bytes")
+        note = (
+            FEDLEARN_BYTES
+            if outcome.framework == "fedlearn"
+            else FLOWER_TRAFFIC_BYTES
+            if traffic
+            else FLOWER_PAYLOAD_BYTES
+        )
+    outcome.bytes_note = note
+    outcome.extra = data
+    return outcome
 
 
 def _notes(
@@ -1131,6 +1202,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-simulation", action="store_true", help="skip Flower's simulation runtime (Ray)"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["fedlearn", "deployment", "simulation"],
+        help="run just these (e.g. to redo one that failed, with --merge)",
+    )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the runs already in flower.json that this invocation does not redo",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for flower.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -1141,9 +1223,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.rounds or base.rounds,
         args.repeats or base.repeats,
         simulation=not args.no_simulation,
+        only=tuple(
+            {"fedlearn": "fedlearn", "deployment": FLOWER, "simulation": FLOWER_SIM}[name]
+            for name in args.only or ()
+        ),
     )
+    kept: list[RunOutcome] = []
+    if args.merge and (args.out / f"{NAME}.json").exists():
+        earlier = json.loads((args.out / f"{NAME}.json").read_text())
+        kept = [run_from_data(r) for r in earlier["data"]["runs"]]
     machine = machine_info()  # before the runs: the load average is the machine's own
-    result, flower_versions = measure(mode)
+    result, flower_versions = measure(mode, kept)
     plots = draw_plots(result, args.out)
     document = to_document(
         result, mode=mode.name, command=command_line(), plots=plots, machine=machine

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = [
@@ -338,10 +339,11 @@ def print_document(document: Mapping[str, Any], console: Console | None = None) 
     for target in document.get("targets", []):
         mark = "[green]met[/]" if target["met"] else "[red]NOT met[/]"
         console.print(
-            f"  {mark}  {target['name']}: {target['measured']} (target {target['target']})"
+            f"  {mark}  {escape(target['name'])}: {escape(target['measured'])} "
+            f"(target {escape(target['target'])})"
         )
     for note in document.get("notes", []):
-        console.print(f"  [dim]- {note}[/]")
+        console.print(f"  [dim]- {escape(note)}[/]")  # notes quote logs: no markup
 
 
 def _md_escape(text: str) -> str:

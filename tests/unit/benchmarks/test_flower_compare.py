@@ -3,7 +3,15 @@ rows and target for Flower's simulation runtime (no processes started here)."""
 
 import pytest
 
-from benchmarks.flower_compare import FLOWER, FLOWER_SIM, RunOutcome, compare
+from benchmarks.flower_compare import (
+    FEDLEARN_BYTES,
+    FLOWER,
+    FLOWER_SIM,
+    RunOutcome,
+    _run_data,
+    compare,
+    run_from_data,
+)
 
 
 def _outcome(framework: str, seconds: float, train: float, accuracies: list[float]) -> RunOutcome:
@@ -72,3 +80,16 @@ def test_a_failed_simulation_run_leaves_its_target_unmet() -> None:
     c = compare(10, [fed], [flw], [failed])
     target = next(t for t in c.targets if "simulation" in t.name)
     assert (target.met, target.measured) == (False, "not measured")
+
+
+def test_a_run_reads_back_from_its_json_form() -> None:
+    run = _outcome(FLOWER, 40.0, 1.5, [0.5, 0.8])
+    run.peaks_mb = {"superlink": 400.0}
+    run.error = None
+    run.bytes_note = "counted by the SuperLink"
+    run.extra = {"load_1min_at_start": 1.5, "command": "flwr run"}
+    again = run_from_data(_run_data(run))
+    assert again == run
+    old = _run_data(_outcome("fedlearn", 2.0, 1.5, [0.5]))
+    del old["bytes_note"]  # flower.json written before the note was kept
+    assert run_from_data(old).bytes_note == FEDLEARN_BYTES
