@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -40,8 +41,13 @@ class ProcessGroup:
         self._children: list[_Child] = []
         log_dir.mkdir(parents=True, exist_ok=True)
 
-    def start(self, name: str, command: list[str]) -> None:
+    def start(self, name: str, command: list[str], *, niceness: int = 0) -> None:
+        """Start ``command`` as child ``name``; ``niceness`` > 0 lowers its CPU priority
+        (through ``nice``, which runs the command in its own process, where it exists)."""
         log_path = self._log_dir / f"{name}.log"
+        nice = shutil.which("nice") if niceness else None
+        if nice is not None:
+            command = [nice, "-n", str(niceness), *command]
         self._children.append(self._spawn(name, command, log_path.open("wb"), log_path))
 
     def _spawn(self, name: str, command: list[str], log: IO[bytes], log_path: Path) -> _Child:

@@ -38,6 +38,10 @@ from fedlearn.transport.client import fetch_status
 
 __all__ = ["run"]
 
+CLIENT_NICENESS = 10
+"""The client processes run at a lower CPU priority than the coordinator: here they share
+the machine's cores, and every client waits on the coordinator's work (serving the model,
+checking, storing and folding each update) while its own training can wait a little."""
 FINISH_WAIT_S = 1800.0
 """How long the coordinator may take, after the last round, to record the scores of
 rounds still being evaluated and tell every client the run is over."""
@@ -232,6 +236,7 @@ def _run_processes(plan: _Plan, console: Console) -> None:
                     "--partition", k, "--state-dir", plan.out / "state" / "clients" / name,
                     *plan.client_args,
                 ),
+                niceness=CLIENT_NICENESS,
             )  # fmt: skip
         _monitor(target, group, plan, console)
         group.wait(timeout_s=60)

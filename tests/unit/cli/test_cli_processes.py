@@ -98,3 +98,19 @@ def test_stop_ends_a_paused_child_without_waiting_for_sigkill(group, tmp_path):
     assert time.monotonic() - started < 10
     assert not group.running("a")
     assert group.failed() == []  # it handled SIGTERM once continued
+
+
+def test_a_child_started_with_a_niceness_runs_at_a_lower_priority(group, tmp_path):
+    import os
+
+    group.start("low", [sys.executable, "-c", CHILD], niceness=7)
+    group.start("plain", [sys.executable, "-c", CHILD])
+    log = tmp_path / "logs"
+    _wait_for(lambda: "pid" in (log / "low.log").read_text())
+    _wait_for(lambda: "pid" in (log / "plain.log").read_text())
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, group.pid("low")) == min(mine + 7, 19)
+    assert os.getpriority(os.PRIO_PROCESS, group.pid("plain")) == mine
+    # the pid printed is the command's own: nice runs it in its own process
+    printed = int((log / "low.log").read_text().split()[1])
+    assert printed == group.pid("low")
