@@ -33,13 +33,18 @@
    ``benchmarks/results/flower.json`` (the contract of :mod:`benchmarks.report`) and two
    PNG plots beside it.
 
-Quick: 10 clients, 5 rounds, once: about 7 minutes on 2 cores, 5 of them Flower's (the
-first run also spends a few minutes creating the virtual environment).
-Full: 10 and 50 clients, 20 rounds, twice each: hours on 2 cores (Flower's rounds take
-about 50 s at 10 clients there). Every SuperNode holds a SuperExec and, each round, a new
-ClientApp process (about 0.9 GB of RSS together, torch included), so 50 of them may not
-fit in memory: a run is stopped, and reported as failed, when less than 2 GiB is left.
-``--clients``, ``--rounds`` and ``--repeats`` override the mode's figures.
+Quick: 10 clients, 5 rounds, once: about 7 minutes on 2 cores, 5 of them Flower's
+deployment runtime and 1 its simulation (the first run also spends a few minutes
+creating the virtual environment, Ray included).
+Full: 10 and 50 clients, 20 rounds, twice each: hours on 2 cores. Every SuperNode holds
+a SuperExec and, each round, a new ClientApp process (together about 0.65 GB of RSS at
+10 clients, torch included, much of it shared), so at 50 a run is stopped, and reported
+as failed, when less than 2 GiB of memory is left; with 50 SuperNodes starting at once
+the SuperLink may not answer ``flwr run`` for a while, so it is tried again for up to
+10 minutes.
+``--clients``, ``--rounds`` and ``--repeats`` override the mode's figures; ``--only``
+runs some of the three (``fedlearn``, ``deployment``, ``simulation``) and ``--merge``
+keeps the other runs already in ``flower.json``.
 """
 
 from __future__ import annotations
