@@ -623,8 +623,9 @@ def _run_flower(
         outcome.error = _wait_for_flower(
             group, watcher, env=env, folder=folder, run_id=run_id, results=results, rounds=rounds
         )
-        status = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id)
-        outcome.extra["flwr_ls"] = status.get("runs", [{}])[0]
+        with contextlib.suppress(subprocess.TimeoutExpired, RuntimeError):
+            status = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id, timeout_s=300)
+            outcome.extra["flwr_ls"] = status.get("runs", [{}])[0]
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         outcome.error = f"{exc}\n{group.tail('superlink')}"
     finally:
@@ -642,7 +643,17 @@ def _start_flower_run(
     SuperNodes starting up on 2 cores, its Control API can time out for minutes."""
     end = time.monotonic() + 600
     while True:
-        answer = _flwr_cli(env, folder, "run", str(APP), CONNECTION, "-c", config)
+        try:
+            answer = _flwr_cli(
+                env, folder, "run", str(APP), CONNECTION, "-c", config, timeout_s=300
+            )
+        except subprocess.TimeoutExpired:
+            # the SuperLink may have taken the run and not answered in time
+            answer = {"error-message": "flwr run timed out (unavailable)"}
+            with contextlib.suppress(subprocess.TimeoutExpired, RuntimeError):
+                runs = _flwr_cli(env, folder, "ls", CONNECTION, timeout_s=300).get("runs", [])
+                if runs:
+                    return {"run-id": runs[-1].get("run-id")}
         busy = "unavailable" in str(answer.get("error-message", "")).lower()
         if answer.get("run-id") or not busy or not alive() or time.monotonic() > end:
             return answer
@@ -676,7 +687,12 @@ def _wait_for_flower(
             return f"stopped after {now - started:.0f} s"
         if now > next_check:  # a failed run never logs its end: ask the SuperLink
             next_check = now + 60
-            runs = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id).get("runs", [{}])
+            try:
+                runs = _flwr_cli(env, folder, "ls", CONNECTION, "--run-id", run_id).get(
+                    "runs", [{}]
+                )
+            except (subprocess.TimeoutExpired, RuntimeError):  # busy: ask again later
+                continue
             status = str(runs[0].get("status", ""))
             if status.startswith("finished") and status != "finished:completed":
                 return f"Flower run {status}: {runs[0].get('status-details')}"
