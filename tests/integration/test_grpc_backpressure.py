@@ -62,23 +62,29 @@ def _serving(slot_wait_s: float) -> tuple[Coordinator, CoordinatorServer]:
     return coordinator, server
 
 
+def _hold_the_only_slot(stub: pb_grpc.FederatedLearningStub, release: threading.Event):
+    """Client a's upload, started and holding the slot until ``release`` is set."""
+    started = threading.Event()
+    header_a, payload = _header("a")
+
+    def slow_stream():
+        yield header_a
+        started.set()
+        release.wait(10)
+        yield pb.UpdateChunk(data=payload)
+
+    first = stub.SubmitUpdate.future(slow_stream(), timeout=20)
+    assert started.wait(5)
+    return first
+
+
 def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
     coordinator, server = _serving(slot_wait_s=0.2)
     release = threading.Event()
-    started = threading.Event()
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         stub = pb_grpc.FederatedLearningStub(channel)
-        header_a, payload = _header("a")
-
-        def slow_stream():
-            yield header_a
-            started.set()
-            release.wait(10)
-            yield pb.UpdateChunk(data=payload)
-
-        first = stub.SubmitUpdate.future(slow_stream(), timeout=20)
-        assert started.wait(5)
+        first = _hold_the_only_slot(stub, release)
         header_b, payload_b = _header("b")
         try:
             stub.SubmitUpdate(iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=5)
@@ -101,20 +107,10 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
 def test_an_upload_beyond_the_limit_queues_until_a_slot_frees_within_the_wait():
     coordinator, server = _serving(slot_wait_s=10.0)
     release = threading.Event()
-    started = threading.Event()
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         stub = pb_grpc.FederatedLearningStub(channel)
-        header_a, payload = _header("a")
-
-        def slow_stream():
-            yield header_a
-            started.set()
-            release.wait(10)
-            yield pb.UpdateChunk(data=payload)
-
-        first = stub.SubmitUpdate.future(slow_stream(), timeout=20)
-        assert started.wait(5)
+        first = _hold_the_only_slot(stub, release)
         header_b, payload_b = _header("b")
         second = stub.SubmitUpdate.future(
             iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=20
