@@ -495,8 +495,6 @@ def _flower_role(cmdline: str) -> str | None:
         ("flwr-serverapp", "serverapp"),
         ("flwr-clientapp", "clientapp"),
         ("flower-supernode", "supernode"),
-        ("flwr-simulation", "simulation"),
-        ("ray::", "ray-worker"),
     )
     for needle, role in roles:
         if needle in cmdline:
