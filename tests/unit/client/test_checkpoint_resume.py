@@ -65,26 +65,40 @@ def test_training_killed_after_an_epoch_resumes_and_matches_an_uninterrupted_run
     checkpoints = CountingCheckpoints(CheckpointStore(tmp_path), _key())
     result = restarted.train(CONFIG, round_number=2, checkpoints=checkpoints)
 
-    assert checkpoints.saved_epochs == [2, 3]  # only the remaining epochs ran
+    assert checkpoints.saved_epochs == [2]  # only epochs 2 and 3 ran; the last is not saved
     assert result.loss == uninterrupted[0].loss
     assert result.samples == uninterrupted[0].samples
     _assert_same_weights(restarted.get_weights(), uninterrupted[1])
 
 
-def test_a_round_whose_epochs_all_finished_before_the_kill_trains_no_further(
-    tmp_path, separable, uninterrupted
-):
+def test_every_epoch_but_the_last_is_saved(tmp_path, separable):
+    # the last state would only repeat the update the runtime puts in its outbox next
+    checkpoints = CountingCheckpoints(CheckpointStore(tmp_path), _key())
+    _fresh(separable).train(CONFIG, round_number=2, checkpoints=checkpoints)
+
+    assert checkpoints.saved_epochs == [1, 2]
+
+
+def test_one_epoch_rounds_write_no_checkpoint(tmp_path, separable):
+    store = CheckpointStore(tmp_path)
+    one_epoch = RoundConfig(local_epochs=1, batch_size=32, learning_rate=0.05)
+    _fresh(separable).train(one_epoch, round_number=2, checkpoints=RoundCheckpoints(store, _key()))
+
+    assert not store.path.exists()
+
+
+def test_a_kill_in_the_last_epoch_retrains_only_that_epoch(tmp_path, separable, uninterrupted):
     store = CheckpointStore(tmp_path)
     with pytest.raises(Killed):
         _fresh(separable).train(
-            CONFIG, round_number=2, checkpoints=CountingCheckpoints(store, _key(), die_after=3)
+            CONFIG, round_number=2, checkpoints=CountingCheckpoints(store, _key(), die_after=2)
         )
 
     restarted = _fresh(separable)
     checkpoints = CountingCheckpoints(store, _key())
     result = restarted.train(CONFIG, round_number=2, checkpoints=checkpoints)
 
-    assert checkpoints.saved_epochs == []
+    assert checkpoints.saved_epochs == []  # epoch 3 ran, and is not saved
     assert result.loss == uninterrupted[0].loss
     _assert_same_weights(restarted.get_weights(), uninterrupted[1])
 
@@ -119,6 +133,6 @@ def test_an_unreadable_checkpoint_means_starting_the_round_over(
     checkpoints = CountingCheckpoints(store, _key())
     trainer.train(CONFIG, round_number=2, checkpoints=checkpoints)
 
-    assert checkpoints.saved_epochs == [1, 2, 3]
+    assert checkpoints.saved_epochs == [1, 2]
     assert "unreadable checkpoint" in caplog.text
     _assert_same_weights(trainer.get_weights(), uninterrupted[1])
