@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -42,7 +44,12 @@ def _header(client: str) -> pb.UpdateChunk:
     ), payload
 
 
-def _serving(slot_wait_s: float) -> tuple[Coordinator, CoordinatorServer]:
+@contextmanager
+def _one_slot_server(
+    slot_wait_s: float,
+) -> Iterator[tuple[Coordinator, pb_grpc.FederatedLearningStub, threading.Event]]:
+    """A coordinator served with one upload slot, a stub to it, and the event that
+    releases the slot-holding upload of :func:`_hold_the_only_slot`."""
     coordinator = Coordinator(
         CoordinatorConfig(run_id="bp", model_name="toy", num_rounds=1, min_clients=2),
         WEIGHTS,
@@ -59,7 +66,14 @@ def _serving(slot_wait_s: float) -> tuple[Coordinator, CoordinatorServer]:
         ),
     )
     server.start()
-    return coordinator, server
+    release = threading.Event()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    try:
+        yield coordinator, pb_grpc.FederatedLearningStub(channel), release
+    finally:
+        release.set()
+        channel.close()
+        server.stop()
 
 
 def _hold_the_only_slot(stub: pb_grpc.FederatedLearningStub, release: threading.Event):
@@ -79,11 +93,7 @@ def _hold_the_only_slot(stub: pb_grpc.FederatedLearningStub, release: threading.
 
 
 def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
-    coordinator, server = _serving(slot_wait_s=0.2)
-    release = threading.Event()
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        stub = pb_grpc.FederatedLearningStub(channel)
+    with _one_slot_server(slot_wait_s=0.2) as (coordinator, stub, release):
         first = _hold_the_only_slot(stub, release)
         header_b, payload_b = _header("b")
         try:
@@ -98,18 +108,10 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
         # the slot is free again: b's upload now goes through
         ack = stub.SubmitUpdate(iter([header_b, pb.UpdateChunk(data=payload_b)]), timeout=5)
         assert ack.updates_received == 2
-        channel.close()
-    finally:
-        release.set()
-        server.stop()
 
 
 def test_an_upload_beyond_the_limit_queues_until_a_slot_frees_within_the_wait():
-    coordinator, server = _serving(slot_wait_s=10.0)
-    release = threading.Event()
-    try:
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        stub = pb_grpc.FederatedLearningStub(channel)
+    with _one_slot_server(slot_wait_s=10.0) as (coordinator, stub, release):
         first = _hold_the_only_slot(stub, release)
         header_b, payload_b = _header("b")
         second = stub.SubmitUpdate.future(
@@ -121,7 +123,3 @@ def test_an_upload_beyond_the_limit_queues_until_a_slot_frees_within_the_wait():
         threading.Timer(0.5, release.set).start()
         assert first.result().updates_received == 1
         assert second.result().updates_received == 2
-        channel.close()
-    finally:
-        release.set()
-        server.stop()
