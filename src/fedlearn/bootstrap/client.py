@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,7 @@ import torch
 from fedlearn.bootstrap.data import DataSettings, load_train_data
 from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
+from fedlearn.client.slots import TrainingSlots
 from fedlearn.client.trainer import LocalTrainer
 from fedlearn.core.codecs import available_codecs
 from fedlearn.core.retry import RetryPolicy
@@ -48,6 +50,11 @@ class ClientSettings:
     poll_wait_s: float = 5.0
     dp: DpOptions | None = None
     """Example-level DP-SGD (with its budget); ``None``: plain SGD."""
+    slot_dir: Path | None = None
+    """Folder of training slots shared with the other clients of this machine; ``None``:
+    train whenever asked."""
+    slot_count: int = 1
+    """How many of the clients sharing ``slot_dir`` may train at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,5 +134,8 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
     options = ClientOptions(
         client_id=settings.client_id, capabilities=caps, poll_wait_s=settings.poll_wait_s
     )
+    if settings.slot_dir is not None:
+        slots = TrainingSlots(settings.slot_dir, settings.slot_count)
+        options = replace(options, compute_slot=slots.hold)
     api = GrpcCoordinatorClient(settings.coordinator, retry=settings.retry, seed=settings.seed)
     return ClientRuntime(api, make_trainer, options)

@@ -115,6 +115,16 @@ def client(
             help="After out-of-memory errors, halve the batch size down to this, then skip the round.",
         ),
     ] = 1,
+    slot_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of training slots shared by the clients of this machine: at most "
+            "--slots of them train at once (fedlearn run sets it).",
+        ),
+    ] = None,
+    slots: Annotated[
+        int, typer.Option(min=1, help="Clients sharing --slot-dir that may train at once.")
+    ] = 1,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Register with a coordinator, then train each round it asks for, until the run ends."""
@@ -152,6 +162,8 @@ def client(
         threads=threads,
         retry=RetryPolicy(total_s=retry_total),
         dp=dp,
+        slot_dir=slot_dir,
+        slot_count=slots,
     )
     state = _open_state(folder) if folder is not None else None
     recovery = Recovery(state=state, min_batch_size=min_batch_size)

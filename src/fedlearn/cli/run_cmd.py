@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,17 @@ from fedlearn.transport.client import fetch_status
 __all__ = ["run"]
 
 CLIENT_NICENESS = 10
+
+
+def default_parallel_training(threads: int) -> int:
+    """As many training clients as this process's cores hold at ``threads`` each."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(threads, 1))
+
+
 """The client processes run at a lower CPU priority than the coordinator: here they share
 the machine's cores, and every client waits on the coordinator's work (serving the model,
 checking, storing and folding each update) while its own training can wait a little."""
@@ -105,6 +117,14 @@ def run(
     central_dp_epsilon: CentralDpEpsilonOpt = None,
     central_dp_delta: CentralDpDeltaOpt = 1e-5,
     threads: Annotated[int, typer.Option(min=1, help="PyTorch threads per client process.")] = 1,
+    parallel_training: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Clients that may train at once (the others wait their turn; 0: no limit) "
+            "[default: this machine's cores / --threads].",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for summary.json, global_model.pt, accuracy.png, logs.")
     ] = Path("fedlearn-run"),
@@ -138,6 +158,12 @@ def run(
         data_args.append("--no-download")
     run_id = time.strftime("run-%Y%m%d-%H%M%S")
     state = out / "state"
+    slots = default_parallel_training(threads) if parallel_training is None else parallel_training
+    if slots >= clients:
+        slots = 0  # every client may train at once: no slots to wait for
+    slot_args: list[object] = []
+    if slots:
+        slot_args = ["--slot-dir", state / "training-slots", "--slots", slots]
     plan = _Plan(
         clients=clients,
         rounds=rounds,
@@ -162,7 +188,7 @@ def run(
         client_args=(
             *data_args, "--num-partitions", clients, "--partitioner", partitioner,
             "--alpha", alpha, "--seed", seed, "--holdout", holdout, "--threads", threads,
-            "--log-level", log_level,
+            "--log-level", log_level, *slot_args,
         ),
     )  # fmt: skip
     started = time.monotonic()
@@ -174,7 +200,7 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
         "batch_size", "lr", "lr_decay", "strategy", "server_momentum", "server_lr", "holdout", "seed",
-        "threads", "update_codec", "download_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
+        "threads", "slots", "update_codec", "download_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
     )  # fmt: skip
     return {k: values[k] for k in keys}
 

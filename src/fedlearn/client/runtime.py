@@ -9,7 +9,8 @@ With a state folder (:class:`~fedlearn.client.recovery.Recovery`), each update i
 written to the outbox before it is sent and deleted once acknowledged; pending updates
 are re-sent with their update id at start-up and after a transport failure. Training
 is checkpointed after each epoch and resumed after a crash in the same round. An
-out-of-memory error halves the batch size and retries the round.
+out-of-memory error halves the batch size and retries the round. Where many clients
+share one machine, ``ClientOptions.compute_slot`` bounds how many of them train at once.
 
 Each update carries the epsilon the client has spent (``privacy_budget_used``, 0 without
 DP). A trainer that would exceed its privacy budget raises
@@ -24,6 +25,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -85,6 +87,9 @@ class ClientOptions:
     client_id: str | None = None
     capabilities: ClientCapabilities = field(default_factory=ClientCapabilities)
     poll_wait_s: float = 5.0
+    compute_slot: Callable[[], AbstractContextManager[object]] = nullcontext
+    """Held around each round's evaluation and training: e.g. one of the machine's
+    :class:`~fedlearn.client.slots.TrainingSlots`; by default nothing to wait for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,14 +270,15 @@ class ClientRuntime:
         except StaleRoundError:
             return False
         trainer = self._trainer
-        trainer.set_weights(base)
-        evaluation = trainer.evaluate_holdout()
         checkpoints = self._checkpoints(client_id, task.round_number, digest)
-        outcome = self._train(base, task, checkpoints)
-        return_free_heap()  # the training's activations and gradients
-        if outcome is None:
-            return False
-        delta = _delta(trainer.get_weights(), base)
+        with self._options.compute_slot():
+            trainer.set_weights(base)
+            evaluation = trainer.evaluate_holdout()
+            outcome = self._train(base, task, checkpoints)
+            return_free_heap()  # the training's activations and gradients
+            if outcome is None:
+                return False
+            delta = _delta(trainer.get_weights(), base)
         submission = UpdateSubmission(
             client_id=client_id,
             round_number=task.round_number,

@@ -134,3 +134,34 @@ def test_a_client_out_of_privacy_budget_tells_the_coordinator_and_stops():
     assert [s.round_number for s in api.submissions] == [1]
     assert [c.budget_exhausted for c in api.capabilities] == [False, True]
     assert api.tasks == [_train(3)]  # it stopped polling
+
+
+def test_evaluation_and_training_run_inside_the_compute_slot_and_the_upload_after_it():
+    events = []
+
+    class Slot:
+        def __enter__(self):
+            events.append("enter")
+
+        def __exit__(self, *exc):
+            events.append("exit")
+
+    class RecordingTrainer(FakeTrainer):
+        def evaluate_holdout(self):
+            events.append("evaluate")
+            return super().evaluate_holdout()
+
+        def train(self, config, *, round_number, checkpoints=None):
+            events.append("train")
+            return super().train(config, round_number=round_number, checkpoints=checkpoints)
+
+    class RecordingApi(FakeApi):
+        def submit_update(self, submission):
+            events.append("submit")
+            return super().submit_update(submission)
+
+    api = RecordingApi([_train(1), _train(2), Task(TaskKind.FINISHED)])
+    options = ClientOptions(client_id="c1", compute_slot=Slot)
+    ClientRuntime(api, lambda name: RecordingTrainer(), options).run()
+
+    assert events == ["enter", "evaluate", "train", "exit", "submit"] * 2

@@ -1,0 +1,72 @@
+"""Training slots: at most N of the client processes on one machine train at once.
+
+A local federation (``fedlearn run``) puts every client on the same cores. Training
+them all at once makes each one slower than the sum of its parts: the processes take
+turns on the cores, each turn evicts the others' weights from the caches, and every
+process holds its activations and gradients at the same time. Flower's simulation
+runtime avoids this by giving each client a share of the CPUs; here the clients stay
+separate processes with their own gRPC connections and take one of N slots, each
+slot a file in a shared folder locked with ``flock`` (POSIX), for their local training.
+
+The kernel drops a dead process's lock, so a client killed in training never holds
+a slot. Waiting for a slot is not training time: the trainer's clock starts after it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fedlearn.errors import ConfigError
+
+__all__ = ["TrainingSlots"]
+
+_POLL_S = 0.02
+
+
+class TrainingSlots:
+    """``count`` slots in ``folder``, shared by the clients that name the same folder."""
+
+    def __init__(self, folder: Path, count: int, *, poll_s: float = _POLL_S) -> None:
+        if count < 1:
+            raise ConfigError(f"training slots must be at least 1, got {count}")
+        self.folder = Path(folder)
+        self.count = count
+        self._poll_s = poll_s
+        self._rng = random.Random()
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the training-slot folder {folder}: {exc}") from exc
+
+    @contextmanager
+    def hold(self) -> Iterator[int]:
+        """Wait for a free slot and hold it for the block; yields the slot's number."""
+        fd, slot = self._acquire()
+        try:
+            yield slot
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _acquire(self) -> tuple[int, int]:
+        order = list(range(self.count))
+        while True:
+            self._rng.shuffle(order)  # no slot is everyone's first try
+            for slot in order:
+                fd = os.open(self.folder / f"slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                except BaseException:
+                    os.close(fd)
+                    raise
+                return fd, slot
+            time.sleep(self._poll_s * (0.5 + self._rng.random()))

@@ -1,0 +1,70 @@
+"""``fedlearn run --parallel-training``: how many of its clients train at once, and the
+``--slot-dir``/``--slots`` it gives each client."""
+
+import pytest
+from cli_fakes import invoke, run_plan
+
+import fedlearn.bootstrap
+from fedlearn.cli import run_cmd
+
+
+def _slot_args(plan) -> list[str]:
+    args = [str(a) for a in plan.client_args]
+    if "--slot-dir" not in args:
+        return []
+    at = args.index("--slot-dir")
+    return args[at : at + 4]
+
+
+def test_run_defaults_to_one_training_client_per_core(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(run_cmd.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    code, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10)
+
+    assert code is None
+    slot_dir = tmp_path / "out" / "state" / "training-slots"
+    assert _slot_args(plans[0]) == ["--slot-dir", str(slot_dir), "--slots", "4"]
+
+
+def test_threads_per_client_leave_fewer_slots(monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(run_cmd.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10, "--threads", 3)
+
+    assert _slot_args(plans[0])[-1] == "1"
+
+
+@pytest.mark.parametrize(
+    ("args", "slots"),
+    [
+        (("--clients", 10, "--parallel-training", 3), ["--slots", "3"]),
+        (("--clients", 10, "--parallel-training", 0), []),  # no limit
+        (("--clients", 3, "--parallel-training", 3), []),  # every client fits
+    ],
+)
+def test_parallel_training_sets_the_slots_or_none(monkeypatch, capsys, tmp_path, args, slots):
+    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, *args)
+
+    assert _slot_args(plans[0])[2:] == slots
+
+
+def test_a_negative_parallel_training_is_a_usage_error(monkeypatch, capsys, tmp_path):
+    code, err, plans = run_plan(monkeypatch, capsys, tmp_path, "--parallel-training", -1)
+
+    assert code == 2 and plans == []
+    assert "--parallel-training" in err
+
+
+def test_client_builds_its_runtime_with_the_slots(monkeypatch, capsys, tmp_path):
+    seen = []
+
+    def build(settings):
+        seen.append(settings)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(fedlearn.bootstrap, "build_client", build)
+    code, _ = invoke(
+        monkeypatch, capsys, "client", "--log-level", "warning",
+        "--slot-dir", tmp_path / "slots", "--slots", 2,
+    )  # fmt: skip
+
+    assert code == 0
+    assert (seen[0].slot_dir, seen[0].slot_count) == (tmp_path / "slots", 2)

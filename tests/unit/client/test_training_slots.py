@@ -1,0 +1,85 @@
+"""Training slots: at most N holders at once, across threads and processes."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from fedlearn.client.slots import TrainingSlots
+from fedlearn.errors import ConfigError
+
+
+def test_no_more_than_count_hold_a_slot_at_once(tmp_path):
+    slots = TrainingSlots(tmp_path, 2, poll_s=0.005)
+    holding, most, lock = [0], [0], threading.Lock()
+    used = []
+
+    def train():
+        with slots.hold() as slot:
+            with lock:
+                holding[0] += 1
+                most[0] = max(most[0], holding[0])
+                used.append(slot)
+            time.sleep(0.05)
+            with lock:
+                holding[0] -= 1
+
+    # each hold opens its own file description, so threads contend as processes do
+    workers = [threading.Thread(target=train) for _ in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+
+    assert most[0] == 2
+    assert len(used) == 8 and set(used) == {0, 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slot-0.lock", "slot-1.lock"]
+
+
+def test_a_slot_is_released_when_the_block_raises(tmp_path):
+    slots = TrainingSlots(tmp_path, 1)
+    with pytest.raises(RuntimeError), slots.hold():
+        raise RuntimeError("training failed")
+    with slots.hold() as slot:  # would wait forever if the slot were still held
+        assert slot == 0
+
+
+_HOLDER = """
+import sys, time
+from pathlib import Path
+from fedlearn.client.slots import TrainingSlots
+with TrainingSlots(Path(sys.argv[1]), 1).hold():
+    print("holding", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_another_process_waits_and_a_killed_holder_frees_its_slot(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        got = threading.Event()
+
+        def wait_for_it():
+            with TrainingSlots(tmp_path, 1, poll_s=0.005).hold():
+                got.set()
+
+        waiter = threading.Thread(target=wait_for_it, daemon=True)
+        waiter.start()
+        assert not got.wait(0.5)  # the other process holds the only slot
+        os.kill(holder.pid, signal.SIGKILL)
+        assert got.wait(10)  # the kernel dropped the dead holder's lock
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_slots_must_be_at_least_one(tmp_path):
+    with pytest.raises(ConfigError, match="at least 1"):
+        TrainingSlots(tmp_path, 0)
