@@ -8,15 +8,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import grpc
 import numpy as np
 
+from fedlearn.core.retry import RetryPolicy
 from fedlearn.core.serialization import encode_weights
 from fedlearn.core.types import ClientCapabilities
 from fedlearn.persistence import InMemoryModelStore, InMemoryRunStore
 from fedlearn.service.coordinator import Coordinator
-from fedlearn.service.messages import CoordinatorConfig
+from fedlearn.service.messages import CoordinatorConfig, UpdateSubmission
+from fedlearn.transport.client import GrpcCoordinatorClient
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
 from fedlearn.transport.server import CoordinatorServer, ServerOptions
@@ -44,12 +47,17 @@ def _header(client: str) -> pb.UpdateChunk:
     ), payload
 
 
+class _OneSlot(NamedTuple):
+    coordinator: Coordinator
+    stub: pb_grpc.FederatedLearningStub
+    release: threading.Event
+    """Set to let the slot-holding upload of :func:`_hold_the_only_slot` finish."""
+    target: str
+
+
 @contextmanager
-def _one_slot_server(
-    slot_wait_s: float,
-) -> Iterator[tuple[Coordinator, pb_grpc.FederatedLearningStub, threading.Event]]:
-    """A coordinator served with one upload slot, a stub to it, and the event that
-    releases the slot-holding upload of :func:`_hold_the_only_slot`."""
+def _one_slot_server(slot_wait_s: float) -> Iterator[_OneSlot]:
+    """A coordinator served with one upload slot, and a stub to it."""
     coordinator = Coordinator(
         CoordinatorConfig(run_id="bp", model_name="toy", num_rounds=1, min_clients=2),
         WEIGHTS,
@@ -67,9 +75,10 @@ def _one_slot_server(
     )
     server.start()
     release = threading.Event()
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    target = f"127.0.0.1:{server.port}"
+    channel = grpc.insecure_channel(target)
     try:
-        yield coordinator, pb_grpc.FederatedLearningStub(channel), release
+        yield _OneSlot(coordinator, pb_grpc.FederatedLearningStub(channel), release, target)
     finally:
         release.set()
         channel.close()
@@ -93,7 +102,7 @@ def _hold_the_only_slot(stub: pb_grpc.FederatedLearningStub, release: threading.
 
 
 def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
-    with _one_slot_server(slot_wait_s=0.2) as (coordinator, stub, release):
+    with _one_slot_server(slot_wait_s=0.2) as (coordinator, stub, release, _):
         first = _hold_the_only_slot(stub, release)
         header_b, payload_b = _header("b")
         try:
@@ -102,6 +111,7 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
         except grpc.RpcError as exc:
             assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "retry" in exc.details()
+            assert ("fedlearn-reason", "busy") in exc.trailing_metadata()
         assert coordinator.status().updates_received == 0
         release.set()
         assert first.result().updates_received == 1
@@ -111,7 +121,7 @@ def test_an_upload_beyond_the_limit_is_refused_while_another_is_in_progress():
 
 
 def test_an_upload_beyond_the_limit_queues_until_a_slot_frees_within_the_wait():
-    with _one_slot_server(slot_wait_s=10.0) as (coordinator, stub, release):
+    with _one_slot_server(slot_wait_s=10.0) as (coordinator, stub, release, _):
         first = _hold_the_only_slot(stub, release)
         header_b, payload_b = _header("b")
         second = stub.SubmitUpdate.future(
@@ -123,3 +133,25 @@ def test_an_upload_beyond_the_limit_queues_until_a_slot_frees_within_the_wait():
         threading.Timer(0.5, release.set).start()
         assert first.result().updates_received == 1
         assert second.result().updates_received == 2
+
+
+def test_a_client_refused_as_busy_keeps_trying_past_its_unreachable_budget():
+    with _one_slot_server(slot_wait_s=0.1) as (coordinator, stub, release, target):
+        first = _hold_the_only_slot(stub, release)
+        # 50 ms of "unreachable" budget: only the busy budget can carry it through 1.5 s
+        retry = RetryPolicy(initial_s=0.01, max_delay_s=0.2, total_s=0.05, busy_total_s=30.0)
+        threading.Timer(1.5, release.set).start()
+        with GrpcCoordinatorClient(target, retry=retry) as api:
+            ack = api.submit_update(
+                UpdateSubmission(
+                    client_id="b",
+                    round_number=1,
+                    update_id="b-1",
+                    payload=encode_weights({"w": np.ones(1000, np.float32)}),
+                    num_samples=5,
+                    training_loss=0.1,
+                )
+            )
+        assert first.result().updates_received == 1
+        assert ack.updates_received == 2
+        assert coordinator.status().completed_rounds == 1

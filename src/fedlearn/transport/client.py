@@ -10,7 +10,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from fedlearn.core.retry import RetryPolicy, backoff_delays
+from fedlearn.core.retry import RetryPolicy, backoff_delays, busy_delays
 from fedlearn.core.types import ClientCapabilities
 from fedlearn.errors import ChecksumError, TransportError
 from fedlearn.service.messages import (
@@ -32,7 +32,7 @@ from fedlearn.transport.chunks import (
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
-from fedlearn.transport.status_codes import error_from_rpc
+from fedlearn.transport.status_codes import busy_retry_after_s, error_from_rpc
 
 __all__ = ["GrpcCoordinatorClient", "fetch_status", "request_rollback"]
 
@@ -122,13 +122,33 @@ class GrpcCoordinatorClient:
         self.close()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn()``, retried while the coordinator is unreachable (for ``total_s``) or
+        says it is busy (for ``busy_total_s``: it answered, so that is not unreachable)."""
         started = time.monotonic()
         delays = backoff_delays(self._retry, rng=self._rng)
+        busy: Iterator[float] | None = None
+        busy_since = started
         while True:
             try:
                 return fn()
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
+                retry_after = busy_retry_after_s(exc)
+                if retry_after is not None:
+                    if busy is None:
+                        busy_since = time.monotonic()
+                        busy = busy_delays(self._retry, rng=self._rng, first_s=retry_after)
+                    delay = next(busy, None)
+                    if delay is None:
+                        raise TransportError(
+                            f"{what}: coordinator at {self.target} still busy after "
+                            f"{time.monotonic() - busy_since:.1f} s ({exc.details()})"
+                        ) from exc
+                    # it answered: the unreachable budget starts over
+                    started, delays = time.monotonic(), backoff_delays(self._retry, rng=self._rng)
+                    logger.debug("%s refused as busy, retrying in %.2f s", what, delay)
+                    time.sleep(delay)
+                    continue
                 if not _is_transient(exc):
                     raise error_from_rpc(exc) from exc
                 delay = next(delays, None)

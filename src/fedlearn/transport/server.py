@@ -32,13 +32,15 @@ from fedlearn.transport.chunks import (
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
-from fedlearn.transport.status_codes import REASON_KEY, code_for, reason_for
+from fedlearn.transport.status_codes import REASON_KEY, busy_metadata, code_for, reason_for
 
 __all__ = ["CoordinatorServer", "ServerOptions"]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 SERVICE_NAME = "fedlearn.v1.FederatedLearning"
+BUSY_RETRY_AFTER_S = 0.5
+"""When a refused upload (all slots taken) is told to come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,7 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
     ) -> pb.UpdateAck:
         # Back-pressure: each upload holds its payload in memory until it is folded in.
         if not await _acquire(self._upload_slots, self._options.upload_slot_wait_s):
-            context.set_trailing_metadata(((REASON_KEY, "busy"), ("retry-after-ms", "500")))
+            context.set_trailing_metadata(busy_metadata(BUSY_RETRY_AFTER_S))
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{self._options.max_concurrent_uploads} uploads in progress; retry shortly",

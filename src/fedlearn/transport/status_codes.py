@@ -17,9 +17,22 @@ from fedlearn.errors import (
     UpdateRejectedError,
 )
 
-__all__ = ["REASON_KEY", "code_for", "error_from_rpc", "reason_for"]
+__all__ = [
+    "BUSY_REASON",
+    "REASON_KEY",
+    "RETRY_AFTER_KEY",
+    "busy_metadata",
+    "busy_retry_after_s",
+    "code_for",
+    "error_from_rpc",
+    "reason_for",
+]
 
 REASON_KEY = "fedlearn-reason"
+RETRY_AFTER_KEY = "retry-after-ms"
+BUSY_REASON = "busy"
+"""The reason of a RESOURCE_EXHAUSTED refusal from a server that is up but has no room
+for the call now: the client may come back after ``retry-after-ms``."""
 
 # Most specific classes first: the first match wins.
 _CATALOG: tuple[tuple[type[FedLearnError], grpc.StatusCode], ...] = (
@@ -52,6 +65,27 @@ def reason_for(error: FedLearnError) -> str:
     if isinstance(error, ChecksumError):
         return "checksum_mismatch"
     return type(error).__name__
+
+
+def busy_metadata(retry_after_s: float) -> tuple[tuple[str, str], ...]:
+    """Trailing metadata of a "busy, come back in ``retry_after_s``" refusal."""
+    return ((REASON_KEY, BUSY_REASON), (RETRY_AFTER_KEY, str(round(retry_after_s * 1000))))
+
+
+def busy_retry_after_s(exc: grpc.RpcError) -> float | None:
+    """Seconds the server asked to wait if ``exc`` says it is busy (see ``busy_metadata``);
+    ``None`` for every other failure."""
+    code = exc.code() if hasattr(exc, "code") else None
+    if code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    values = {str(key): str(value) for key, value in (metadata or ())}
+    if values.get(REASON_KEY) != BUSY_REASON:
+        return None
+    try:
+        return max(0.0, float(values.get(RETRY_AFTER_KEY, "500")) / 1000)
+    except ValueError:
+        return 0.5
 
 
 def error_from_rpc(exc: grpc.RpcError) -> FedLearnError:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from fedlearn.core.metrics import convergence_metrics
-from fedlearn.core.retry import RetryPolicy, backoff_delays
+from fedlearn.core.retry import RetryPolicy, backoff_delays, busy_delays
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
 from fedlearn.core.strategy import FedAvg, FedAvgM, make_strategy
 from fedlearn.errors import ConfigError
@@ -69,6 +69,24 @@ def test_backoff_delays_grow_are_capped_and_stop_at_the_budget():
     assert sum(delays) <= 5.0
     assert all(d <= 1.0 for d in delays)
     assert delays[0] <= 0.1 and max(delays) > 0.5
+
+
+def test_busy_delays_start_at_the_servers_hint_and_last_the_busy_budget():
+    policy = RetryPolicy(max_delay_s=4.0, total_s=1.0, busy_total_s=60.0)
+    delays = list(busy_delays(policy, rng=np.random.default_rng(0), first_s=0.5))
+    assert 0.25 <= delays[0] <= 0.5
+    assert 2.0 <= delays[3] <= 4.0 and max(delays) <= 4.0
+    assert 56.0 <= sum(delays) <= 60.0  # far past total_s, the unreachable budget
+
+
+def test_busy_delays_with_no_budget_give_none():
+    policy = RetryPolicy(busy_total_s=0.0)
+    assert list(busy_delays(policy, rng=np.random.default_rng(0), first_s=0.5)) == []
+
+
+def test_a_negative_busy_budget_is_refused():
+    with pytest.raises(ConfigError):
+        RetryPolicy(busy_total_s=-1.0)
 
 
 def test_convergence_metrics():

@@ -6,7 +6,7 @@ import grpc
 import pytest
 
 from fedlearn.core.retry import RetryPolicy
-from fedlearn.errors import FedLearnError
+from fedlearn.errors import FedLearnError, TransportError
 from fedlearn.transport.client import GrpcCoordinatorClient
 
 
@@ -76,3 +76,41 @@ def test_other_failures_are_not_retried(client, code, details) -> None:
     with pytest.raises(FedLearnError):
         client._call("poll", call)
     assert len(calls) == 1
+
+
+class BusyError(FakeRpcError):
+    """What the coordinator answers when all its upload slots are taken."""
+
+    def __init__(self, reason: str = "busy") -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, "4 uploads in progress; retry")
+        self._metadata = (("fedlearn-reason", reason), ("retry-after-ms", "1"))
+
+    def trailing_metadata(self):
+        return self._metadata
+
+
+def test_busy_refusals_do_not_use_up_the_unreachable_budget() -> None:
+    # 5 ms of "unreachable" budget, but the coordinator answered every time
+    retry = RetryPolicy(initial_s=0.001, max_delay_s=0.002, total_s=0.005, busy_total_s=5.0)
+    with GrpcCoordinatorClient("127.0.0.1:1", retry=retry, seed=0) as api:
+        call, calls = flaky(*[BusyError() for _ in range(20)])
+        assert api._call("submit", call) == "answer"
+    assert len(calls) == 21
+
+
+def test_a_coordinator_busy_past_the_busy_budget_is_an_error() -> None:
+    retry = RetryPolicy(initial_s=0.001, max_delay_s=0.002, total_s=5.0, busy_total_s=0.01)
+    with GrpcCoordinatorClient("127.0.0.1:1", retry=retry, seed=0) as api:
+        call, calls = flaky(*[BusyError() for _ in range(1000)])
+        with pytest.raises(TransportError, match="still busy after"):
+            api._call("submit", call)
+    assert 2 <= len(calls) < 1000
+
+
+def test_other_resource_exhausted_refusals_count_as_unreachable() -> None:
+    retry = RetryPolicy(initial_s=0.001, max_delay_s=0.002, total_s=0.02, busy_total_s=60.0)
+    with GrpcCoordinatorClient("127.0.0.1:1", retry=retry, seed=0) as api:
+        call, calls = flaky(*[BusyError(reason="other") for _ in range(1000)])
+        with pytest.raises(TransportError, match="unreachable for"):
+            api._call("submit", call)
+    assert len(calls) < 1000
