@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +39,6 @@ from fedlearn.transport.client import fetch_status
 __all__ = ["run"]
 
 CLIENT_NICENESS = 10
-
-
-def default_parallel_training(threads: int) -> int:
-    """As many training clients as this process's cores hold at ``threads`` each."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // max(threads, 1))
-
-
 """The client processes run at a lower CPU priority than the coordinator: here they share
 the machine's cores, and every client waits on the coordinator's work (serving the model,
 checking, storing and folding each update) while its own training can wait a little."""
@@ -118,13 +106,13 @@ def run(
     central_dp_delta: CentralDpDeltaOpt = 1e-5,
     threads: Annotated[int, typer.Option(min=1, help="PyTorch threads per client process.")] = 1,
     parallel_training: Annotated[
-        int | None,
+        int,
         typer.Option(
             min=0,
-            help="Clients that may train at once (the others wait their turn; 0: no limit) "
-            "[default: this machine's cores / --threads].",
+            help="Clients that may train at once, the others waiting their turn (bounds "
+            "the memory of many clients on one machine); 0: no limit.",
         ),
-    ] = None,
+    ] = 0,
     out: Annotated[
         Path, typer.Option(help="Folder for summary.json, global_model.pt, accuracy.png, logs.")
     ] = Path("fedlearn-run"),
@@ -158,9 +146,7 @@ def run(
         data_args.append("--no-download")
     run_id = time.strftime("run-%Y%m%d-%H%M%S")
     state = out / "state"
-    slots = default_parallel_training(threads) if parallel_training is None else parallel_training
-    if slots >= clients:
-        slots = 0  # every client may train at once: no slots to wait for
+    slots = parallel_training if parallel_training < clients else 0  # 0: no slots to wait for
     slot_args: list[object] = []
     if slots:
         slot_args = ["--slot-dir", state / "training-slots", "--slots", slots]

@@ -5,7 +5,6 @@ import pytest
 from cli_fakes import invoke, run_plan
 
 import fedlearn.bootstrap
-from fedlearn.cli import run_cmd
 
 
 def _slot_args(plan) -> list[str]:
@@ -16,20 +15,18 @@ def _slot_args(plan) -> list[str]:
     return args[at : at + 4]
 
 
-def test_run_defaults_to_one_training_client_per_core(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(run_cmd.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+def test_run_lets_every_client_train_at_once_by_default(monkeypatch, capsys, tmp_path):
     code, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10)
 
     assert code is None
+    assert _slot_args(plans[0]) == []
+
+
+def test_parallel_training_gives_each_client_the_runs_slot_folder(monkeypatch, capsys, tmp_path):
+    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10, "--parallel-training", 2)
+
     slot_dir = tmp_path / "out" / "state" / "training-slots"
-    assert _slot_args(plans[0]) == ["--slot-dir", str(slot_dir), "--slots", "4"]
-
-
-def test_threads_per_client_leave_fewer_slots(monkeypatch, capsys, tmp_path):
-    monkeypatch.setattr(run_cmd.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10, "--threads", 3)
-
-    assert _slot_args(plans[0])[-1] == "1"
+    assert _slot_args(plans[0]) == ["--slot-dir", str(slot_dir), "--slots", "2"]
 
 
 @pytest.mark.parametrize(

@@ -83,3 +83,24 @@ def test_another_process_waits_and_a_killed_holder_frees_its_slot(tmp_path):
 def test_slots_must_be_at_least_one(tmp_path):
     with pytest.raises(ConfigError, match="at least 1"):
         TrainingSlots(tmp_path, 0)
+
+
+def test_a_client_built_with_a_slot_folder_trains_inside_one_of_its_slots(tmp_path):
+    from fedlearn.bootstrap import ClientSettings, DataSettings, build_client
+
+    data = DataSettings(cache_dir=tmp_path / "cache", allow_download=False)  # bundled digits
+    settings = ClientSettings(
+        data=data, partition=0, num_partitions=50, slot_dir=tmp_path / "slots", slot_count=1
+    )
+    slot = build_client(settings)._options.compute_slot
+    with TrainingSlots(tmp_path / "slots", 1).hold():  # another client holds the only slot
+        got = threading.Event()
+        waiter = threading.Thread(target=lambda: _enter(slot, got), daemon=True)
+        waiter.start()
+        assert not got.wait(0.3)
+    assert got.wait(5)
+
+
+def _enter(slot, got):
+    with slot():
+        got.set()
