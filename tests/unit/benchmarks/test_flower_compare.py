@@ -73,6 +73,23 @@ def test_simulation_rows_and_target() -> None:
     assert _targets(slower)[name] is False
 
 
+def test_without_deployment_rounds_accuracy_is_judged_against_the_simulation() -> None:
+    fed = _outcome("fedlearn", 2.0, 1.5, [0.5, 0.8])
+    failed = RunOutcome(FLOWER, 10, 1, error="the SuperLink stopped answering")
+    targets = {t.name: t for t in compare(10, [fed], [failed], []).targets}
+    assert targets["accuracy per round, 10 clients"].measured == "not measured"
+
+    for sim_accuracy, met in ((0.8, True), (0.81, False)):
+        sim = _outcome(FLOWER_SIM, 2.5, 1.4, [0.5, sim_accuracy])
+        target = next(
+            t for t in compare(10, [fed], [failed], [sim]).targets if t.name.startswith("accuracy")
+        )
+        assert target.met is met
+        assert "simulation runtime (no deployment rounds) over 2 rounds" in target.measured
+    overhead = next(t for t in compare(10, [fed], [failed], [sim]).targets if "overhead" in t.name)
+    assert overhead.met is False  # the deployment runtime's own target stays unmeasured
+
+
 def test_a_failed_simulation_run_leaves_its_target_unmet() -> None:
     fed = _outcome("fedlearn", 2.0, 1.5, [0.5])
     flw = _outcome(FLOWER, 40.0, 1.5, [0.5])
