@@ -1,6 +1,7 @@
 """``python -m benchmarks [NAMES...] [--full] [--out DIR] [--markdown FILE]``.
 
-Runs the named benchmarks (all of them when none is named) in quick mode, or
+Runs the named benchmarks (when none is named, all but flower, compression and
+cluster_chaos, which install things or take long) in quick mode, or
 full mode with ``--full``; prints a table per benchmark; writes
 ``<out>/<name>.json`` and PNG plots; and regenerates ``BENCHMARKS.md`` from every
 ``<out>/*.json`` present, including results of other tools (``flower.json``).
