@@ -8,7 +8,8 @@ inside the trainer.
 With a state folder (:class:`~fedlearn.client.recovery.Recovery`), each update is
 written to the outbox before it is sent and deleted once acknowledged; pending updates
 are re-sent with their update id at start-up and after a transport failure. Training
-is checkpointed after each epoch and resumed after a crash in the same round. An
+is checkpointed after each epoch but the last (the outbox holds that one) and resumed
+after a crash in the same round. An
 out-of-memory error halves the batch size and retries the round. Where many clients
 share one machine, ``ClientOptions.compute_slot`` bounds how many of them train at once.
 

@@ -68,7 +68,7 @@ def busy_delays(
         RetryPolicy(
             initial_s=cap,
             multiplier=policy.multiplier,
-            max_delay_s=max(policy.max_delay_s, cap),
+            max_delay_s=policy.max_delay_s,
             total_s=policy.busy_total_s,
         ),
         rng=rng,

@@ -39,8 +39,6 @@ __all__ = ["CoordinatorServer", "ServerOptions"]
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 SERVICE_NAME = "fedlearn.v1.FederatedLearning"
-BUSY_RETRY_AFTER_S = 0.5
-"""When a refused upload (all slots taken) is told to come back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +183,7 @@ class _Servicer(pb_grpc.FederatedLearningServicer):
     ) -> pb.UpdateAck:
         # Back-pressure: each upload holds its payload in memory until it is folded in.
         if not await _acquire(self._upload_slots, self._options.upload_slot_wait_s):
-            context.set_trailing_metadata(busy_metadata(BUSY_RETRY_AFTER_S))
+            context.set_trailing_metadata(busy_metadata())
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"{self._options.max_concurrent_uploads} uploads in progress; retry shortly",

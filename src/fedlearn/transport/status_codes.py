@@ -19,6 +19,7 @@ from fedlearn.errors import (
 
 __all__ = [
     "BUSY_REASON",
+    "BUSY_RETRY_AFTER_S",
     "REASON_KEY",
     "RETRY_AFTER_KEY",
     "busy_metadata",
@@ -33,6 +34,8 @@ RETRY_AFTER_KEY = "retry-after-ms"
 BUSY_REASON = "busy"
 """The reason of a RESOURCE_EXHAUSTED refusal from a server that is up but has no room
 for the call now: the client may come back after ``retry-after-ms``."""
+BUSY_RETRY_AFTER_S = 0.5
+"""When a busy refusal tells the client to come back, unless it says otherwise."""
 
 # Most specific classes first: the first match wins.
 _CATALOG: tuple[tuple[type[FedLearnError], grpc.StatusCode], ...] = (
@@ -67,7 +70,13 @@ def reason_for(error: FedLearnError) -> str:
     return type(error).__name__
 
 
-def busy_metadata(retry_after_s: float) -> tuple[tuple[str, str], ...]:
+def _trailing(exc: grpc.RpcError) -> dict[str, str]:
+    """The trailing metadata of a failed call, as text (empty where it has none)."""
+    metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    return {str(key): str(value) for key, value in (metadata or ())}
+
+
+def busy_metadata(retry_after_s: float = BUSY_RETRY_AFTER_S) -> tuple[tuple[str, str], ...]:
     """Trailing metadata of a "busy, come back in ``retry_after_s``" refusal."""
     return ((REASON_KEY, BUSY_REASON), (RETRY_AFTER_KEY, str(round(retry_after_s * 1000))))
 
@@ -78,24 +87,20 @@ def busy_retry_after_s(exc: grpc.RpcError) -> float | None:
     code = exc.code() if hasattr(exc, "code") else None
     if code is not grpc.StatusCode.RESOURCE_EXHAUSTED:
         return None
-    metadata = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
-    values = {str(key): str(value) for key, value in (metadata or ())}
+    values = _trailing(exc)
     if values.get(REASON_KEY) != BUSY_REASON:
         return None
     try:
-        return max(0.0, float(values.get(RETRY_AFTER_KEY, "500")) / 1000)
-    except ValueError:
-        return 0.5
+        return max(0.0, float(values[RETRY_AFTER_KEY]) / 1000)
+    except (KeyError, ValueError):
+        return BUSY_RETRY_AFTER_S
 
 
 def error_from_rpc(exc: grpc.RpcError) -> FedLearnError:
     """Turn a failed call into the fedlearn error the server raised (as near as it can)."""
     code = exc.code() if hasattr(exc, "code") else None
     details = exc.details() if hasattr(exc, "details") else str(exc)
-    reason = ""
-    for key, value in (exc.trailing_metadata() or ()) if hasattr(exc, "trailing_metadata") else ():
-        if key == REASON_KEY:
-            reason = str(value)
+    reason = _trailing(exc).get(REASON_KEY, "")
     message = f"{details} [{code.name if code else 'UNKNOWN'}]"
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return _invalid_argument(reason, message)
