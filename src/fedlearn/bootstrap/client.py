@@ -55,6 +55,8 @@ class ClientSettings:
     train whenever asked."""
     slot_count: int = 1
     """How many of the clients sharing ``slot_dir`` may train at once."""
+    release_heap: bool = False
+    """Hand free heap pages back after each round (see ``ClientOptions.release_heap``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +134,10 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
     if settings.dp is not None:
         caps = replace(caps, privacy=settings.dp.config)
     options = ClientOptions(
-        client_id=settings.client_id, capabilities=caps, poll_wait_s=settings.poll_wait_s
+        client_id=settings.client_id,
+        capabilities=caps,
+        poll_wait_s=settings.poll_wait_s,
+        release_heap=settings.release_heap,
     )
     if settings.slot_dir is not None:
         slots = TrainingSlots(settings.slot_dir, settings.slot_count)

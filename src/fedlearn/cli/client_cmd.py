@@ -125,11 +125,23 @@ def client(
     slots: Annotated[
         int, typer.Option(min=1, help="Clients sharing --slot-dir that may train at once.")
     ] = 1,
+    release_heap: Annotated[
+        bool,
+        typer.Option(
+            "--release-heap",
+            help="Return free memory to the system after each round (less idle memory, "
+            "slower rounds) instead of reusing it.",
+        ),
+    ] = False,
     log_level: LogLevelOpt = "info",
 ) -> None:
     """Register with a coordinator, then train each round it asks for, until the run ends."""
     from fedlearn.bootstrap import ClientSettings, DataSettings, build_client
+    from fedlearn.client.memory import keep_freed_heap
     from fedlearn.client.recovery import Recovery
+
+    if not release_heap:
+        keep_freed_heap()
 
     setup_logging(log_level, plain=True)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -164,6 +176,7 @@ def client(
         dp=dp,
         slot_dir=slot_dir,
         slot_count=slots,
+        release_heap=release_heap,
     )
     state = _open_state(folder) if folder is not None else None
     recovery = Recovery(state=state, min_batch_size=min_batch_size)

@@ -91,6 +91,9 @@ class ClientOptions:
     compute_slot: Callable[[], AbstractContextManager[object]] = nullcontext
     """Held around each round's evaluation and training: e.g. one of the machine's
     :class:`~fedlearn.client.slots.TrainingSlots`; by default nothing to wait for."""
+    release_heap: bool = False
+    """Hand free heap pages back to the system after training and after each round
+    (smaller idle memory; each round then faults its buffers in again)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,7 +279,7 @@ class ClientRuntime:
             trainer.set_weights(base)
             evaluation = trainer.evaluate_holdout()
             outcome = self._train(base, task, checkpoints)
-            return_free_heap()  # the training's activations and gradients
+            self._release_heap()  # the training's activations and gradients
             if outcome is None:
                 return False
             delta = _delta(trainer.get_weights(), base)
@@ -307,12 +310,16 @@ class ClientRuntime:
         )
         delivered = self._deliver(entry)
         del entry, submission, delta
-        return_free_heap()  # the update and its payload, before the wait for the next round
+        self._release_heap()  # the update and its payload, before the wait for the next round
         if not delivered:
             return False
         if self._on_round is not None:
             self._on_round(task.round_number, outcome)
         return True
+
+    def _release_heap(self) -> None:
+        if self._options.release_heap:
+            return_free_heap()
 
     def _download(self, client_id: str, round_number: int) -> tuple[dict[str, np.ndarray], str]:
         """The round's model as named tensors, and its identity (SHA-256 of its FLW1 form).

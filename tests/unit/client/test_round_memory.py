@@ -80,3 +80,52 @@ def test_a_round_sends_trained_minus_global_bit_for_bit(separable):
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 def test_return_free_heap_trims_the_glibc_heap():
     assert return_free_heap() is True
+
+
+_FAULTS = """
+import resource, sys
+import numpy as np
+from fedlearn.client.memory import keep_freed_heap
+if sys.argv[1] == "keep":
+    assert keep_freed_heap()
+def rounds():
+    for _ in range(20):
+        model = np.ones(1_700_000, np.float32)  # a CNN-sized buffer, made and freed
+        update = (model * 2).tobytes()
+        del model, update
+rounds()  # the first round may fault its pages in either way
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+rounds()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_a_kept_heap_reuses_freed_model_sized_buffers():
+    import subprocess
+    import sys
+
+    def faults(mode):
+        out = subprocess.run(
+            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
+        )
+        return int(out.stdout)
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 20 * 1_000  # each 6.8 MB buffer faulted in again, page by page
+    assert kept < default / 20
+
+
+def test_the_runtime_releases_the_heap_only_when_asked(separable, monkeypatch):
+    calls = []
+    monkeypatch.setattr("fedlearn.client.runtime.return_free_heap", lambda: calls.append(1))
+    start = model_to_weights(build_model("mlp", seed=4))
+    for release, expected in ((False, 0), (True, 4)):  # two rounds, twice each
+        calls.clear()
+        runtime = ClientRuntime(
+            OneModelApi(start),
+            lambda name: LocalTrainer(name, *separable, seed=2),
+            ClientOptions(client_id="c", release_heap=release),
+        )
+        runtime.run()
+        assert len(calls) == expected
