@@ -1,4 +1,5 @@
-"""Out-of-memory during local training: free what can be freed, halve the batch, retry."""
+"""A client's memory: the heap kept or released between rounds, and out-of-memory during
+local training (free what can be freed, halve the batch, retry)."""
 
 from __future__ import annotations
 
