@@ -7,13 +7,16 @@ import os
 import tempfile
 from pathlib import Path
 
+Buffer = bytes | bytearray | memoryview
+
 __all__ = ["TEMP_SUFFIX", "write_atomic"]
 
 TEMP_SUFFIX = ".tmp"
 
 
-def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old file or the new one.
+def write_atomic(path: Path, data: Buffer, *more: Buffer) -> None:
+    """Write ``data`` (then ``more``, in order) to ``path`` so that a crash leaves the old
+    file or the new one; parts save joining a header to a large payload in memory.
 
     The bytes go to a temporary file in the same folder, are flushed to disk with
     ``fsync``, then renamed over ``path`` with ``os.replace``; the folder is synced too,
@@ -23,6 +26,8 @@ def write_atomic(path: Path, data: bytes | bytearray | memoryview) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+            for part in more:
+                out.write(part)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, path)

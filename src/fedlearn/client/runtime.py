@@ -226,7 +226,7 @@ class ClientRuntime:
             blob = self._api.download_model(client_id, sub.round_number)
         except StaleRoundError:
             return "that round is no longer open"
-        if _digest(blob.payload) != entry.base_digest:
+        if blob.sha256 != entry.base_digest:
             return "it was trained from another global model"
         return ""
 
@@ -324,6 +324,9 @@ class ClientRuntime:
     def _download(self, client_id: str, round_number: int) -> tuple[dict[str, np.ndarray], str]:
         """The round's model as named tensors, and its identity (SHA-256 of its FLW1 form).
 
+        The identity is the one the coordinator announced: the gRPC transport has
+        checked the streamed payload against it, so it is not hashed again here.
+
         The model held from the last round is offered to the coordinator, which may
         answer with a compressed delta from it (a download codec); the rebuilt model
         must then hash to the identity the coordinator announced; if it does not,
@@ -346,7 +349,7 @@ class ClientRuntime:
             decoded = decode_weights(blob.payload)
             specs = decoded.specs
             vector = np.ascontiguousarray(decoded.flat("float32"), dtype=np.float32)
-            digest = _digest(blob.payload)
+            digest = blob.sha256  # the transport checked the payload against it
         self._held = _HeldModel(digest, vector, specs)
         # Views of the held vector, not copies: nothing writes to them (the trainer copies
         # them into its model), and a changed held model would fail its SHA-256 check.

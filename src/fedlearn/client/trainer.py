@@ -275,7 +275,7 @@ class LocalTrainer:
             epoch_loss += loss.detach().double() * index.shape[0]
         return float(epoch_loss) / total
 
-    def evaluate_holdout(self, *, batch_size: int = 1000) -> EvalResult | None:
+    def evaluate_holdout(self, *, batch_size: int = 256) -> EvalResult | None:
         """Accuracy and loss on the holdout set, or ``None`` without one."""
         if self._holdout is None:
             return None

@@ -30,7 +30,7 @@ def evaluate_model(
     images: torch.Tensor | npt.NDArray[np.uint8],
     labels: torch.Tensor | npt.NDArray[np.integer],
     *,
-    batch_size: int = 1000,
+    batch_size: int = 256,
 ) -> EvalResult:
     """Evaluate ``model`` on ``images`` and ``labels``.
 
@@ -83,6 +83,12 @@ class TorchEvaluator:
     Keeps a single model instance and the preprocessed tensors, so each call only
     copies the weights in. Calls are serialised with a lock, so one evaluator can be
     shared between threads.
+
+    Model and images are kept channels-last and scored in batches of 256: on the CNN
+    and 1,000 test digits (one thread, 2026-12-04) that took 0.34 s where contiguous
+    batches of 1,000 took 0.81 s, whose activations (100 MB after the first
+    convolution) do not stay in cache. A coordinator scores every round's model while
+    the clients train the next round, so this is CPU taken from them.
     """
 
     __slots__ = ("_batch_size", "_images", "_labels", "_lock", "_model", "model_name")
@@ -93,15 +99,19 @@ class TorchEvaluator:
         images: npt.NDArray[np.uint8],
         labels: npt.NDArray[np.integer],
         *,
-        batch_size: int = 1000,
+        batch_size: int = 256,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        self._images, self._labels = dataset_to_tensors(images, labels)
+        tensors, self._labels = dataset_to_tensors(images, labels)
+        self._images = tensors.contiguous(memory_format=torch.channels_last)
         if self._labels.shape[0] == 0:
             raise DataError("cannot build an evaluator on an empty set")
         self.model_name = model_name
-        self._model = build_model(model_name, seed=0)
+        # copy_ into a channels-last parameter keeps its layout: set once, kept.
+        # (Module.to takes memory_format at run time; torch's stubs omit it.)
+        model = build_model(model_name, seed=0)
+        self._model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self._model.eval()
         self._batch_size = batch_size
         self._lock = threading.Lock()

@@ -3,6 +3,7 @@ the residual kept in the state folder, and raw when the client lacks the run's c
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from fedlearn.service.messages import GlobalModelBlob, Registration, Task, TaskK
 CODEC = "topk:0.1+int8"
 SHAPES = {"w": (10, 20), "b": (20,)}
 SIZE = 220
+
+
+def _sha(payload):
+    return hashlib.sha256(payload).hexdigest()
 
 
 def _delta(seed: int) -> dict[str, np.ndarray]:
@@ -185,7 +190,7 @@ class FakeApi:
         return self.tasks.pop(0) if self.tasks else Task(TaskKind.FINISHED)
 
     def download_model(self, client_id, round_number, have_sha256=""):
-        return GlobalModelBlob(round_number - 1, encode_weights(BASE), "x")
+        return GlobalModelBlob(round_number - 1, encode_weights(BASE), _sha(encode_weights(BASE)))
 
     def submit_update(self, submission):
         self.submissions.append(submission)

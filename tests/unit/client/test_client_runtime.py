@@ -1,3 +1,4 @@
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,10 @@ from fedlearn.service.messages import (
 )
 
 BASE = {"w": np.array([1.0, 2.0], np.float32)}
+
+
+def _sha(payload):
+    return hashlib.sha256(payload).hexdigest()
 
 
 @dataclass
@@ -68,7 +73,7 @@ class FakeApi:
     def download_model(self, client_id, round_number, have_sha256=""):
         if round_number in self.stale:
             raise StaleRoundError("closed")
-        return GlobalModelBlob(round_number - 1, encode_weights(BASE), "x")
+        return GlobalModelBlob(round_number - 1, encode_weights(BASE), _sha(encode_weights(BASE)))
 
     def submit_update(self, submission):
         self.submissions.append(submission)

@@ -6,6 +6,7 @@ of the estimated standard deviation is about 0.16%, the tolerance 2%.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 
@@ -32,6 +33,10 @@ from fedlearn.service.messages import GlobalModelBlob, Registration, Task, TaskK
 
 STD_TOLERANCE = 0.02
 CONFIG = RoundConfig(local_epochs=1, batch_size=50, learning_rate=0.1)
+
+
+def _sha(payload):
+    return hashlib.sha256(payload).hexdigest()
 
 
 def _flat_grad(model):
@@ -211,7 +216,7 @@ class MlpApi:
         return self.tasks.pop(0)
 
     def download_model(self, client_id, round_number, have_sha256=""):
-        return GlobalModelBlob(round_number - 1, self.payload, "x")
+        return GlobalModelBlob(round_number - 1, self.payload, _sha(self.payload))
 
     def submit_update(self, submission):
         self.submissions.append(submission)

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import logging
 
@@ -113,7 +114,7 @@ def test_an_update_written_by_another_fedlearn_version_is_still_read(tmp_path):
     outbox = Outbox(tmp_path)
     outbox.put(_entry())
     (path,) = tmp_path.iterdir()
-    magic = b"fedlearn-outbox/1\n"
+    magic = b"fedlearn-outbox/2\n"
     line, _, payload = path.read_bytes().removeprefix(magic).partition(b"\n")
     header = json.loads(line)
     header["submission"]["field_from_the_future"] = 1
@@ -123,3 +124,22 @@ def test_an_update_written_by_another_fedlearn_version_is_still_read(tmp_path):
     (entry,) = Outbox(tmp_path).pending()
     assert entry.submission.payload == _entry().submission.payload
     assert entry.submission.train_seconds == 0.0
+
+
+def test_a_version_1_file_checked_with_sha256_is_still_read(tmp_path):
+    outbox = Outbox(tmp_path)
+    outbox.put(_entry())
+    (path,) = tmp_path.iterdir()
+    line, _, payload = path.read_bytes().removeprefix(b"fedlearn-outbox/2\n").partition(b"\n")
+    header = json.loads(line)
+    del header["payload_xxh3_128"]
+    header["payload_sha256"] = hashlib.sha256(payload).hexdigest()
+    v1 = b"fedlearn-outbox/1\n" + json.dumps(header).encode() + b"\n"
+    path.write_bytes(v1 + payload)
+
+    (entry,) = Outbox(tmp_path).pending()
+    assert entry.submission.payload == _entry().submission.payload
+
+    path.write_bytes(v1 + payload[:-1] + bytes([payload[-1] ^ 1]))  # one bit flipped
+    assert Outbox(tmp_path).pending() == []
+    assert [p.name for p in tmp_path.iterdir()] == [path.name + ".corrupt"]

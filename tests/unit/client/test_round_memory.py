@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import platform
 
 import numpy as np
@@ -20,6 +21,10 @@ from fedlearn.service.messages import GlobalModelBlob, Registration, Task, TaskK
 CONFIG = RoundConfig(local_epochs=2, batch_size=16, learning_rate=0.1)
 
 
+def _sha(payload):
+    return hashlib.sha256(payload).hexdigest()
+
+
 class OneModelApi:
     """Serves one global model for rounds 1 and 2 and keeps the submissions."""
 
@@ -36,7 +41,7 @@ class OneModelApi:
         return self.tasks.pop(0)
 
     def download_model(self, client_id, round_number, have_sha256=""):
-        return GlobalModelBlob(round_number - 1, self.payload, "x")
+        return GlobalModelBlob(round_number - 1, self.payload, _sha(self.payload))
 
     def submit_update(self, submission):
         self.submissions.append(submission)

@@ -97,6 +97,24 @@ def test_torch_evaluator_matches_evaluate_model(separable: Data, separable_holdo
     assert untrained.accuracy < 0.5
 
 
+def test_torch_evaluator_scores_the_cnn_channels_last_as_it_would_contiguous(
+    separable: Data, separable_holdout: Data
+) -> None:
+    model = build_model("cnn", seed=1)
+    _train_briefly(model, *separable)
+    evaluator = TorchEvaluator("cnn", *separable_holdout, batch_size=64)
+    first = evaluator.evaluate(model_to_weights(model))
+    expected = evaluate_model(model, *separable_holdout, batch_size=100)  # NCHW, one batch
+    assert first.accuracy == expected.accuracy
+    assert first.loss == pytest.approx(expected.loss, rel=1e-5)
+    # the weights of a second call land in the same channels-last parameters
+    other = build_model("cnn", seed=2)
+    assert evaluator.evaluate(model_to_weights(other)).loss == pytest.approx(
+        evaluate_model(other, *separable_holdout).loss, rel=1e-5
+    )
+    assert evaluator.evaluate(model_to_weights(model)) == first
+
+
 def test_torch_evaluator_rejects_weights_of_another_model(separable_holdout: Data) -> None:
     evaluator = TorchEvaluator("cnn", *separable_holdout)
     with pytest.raises(ConfigError):
