@@ -92,8 +92,8 @@ FLWR_VERSION = "1.42.0"
 PINS = (
     # [simulation]: Ray, for Flower's simulation runtime (the local SuperLink)
     f"flwr[simulation]=={FLWR_VERSION}", "torch==2.13.0", "numpy==2.4.6", "mlxtend==0.25.0",
-    # fedlearn's LocalTrainer imports its DP-SGD support
-    "opacus==1.6.0",
+    # fedlearn's LocalTrainer imports its DP-SGD support; the client package its outbox
+    "opacus==1.6.0", "xxhash==4.1.0",
 )  # fmt: skip
 """What the Flower environment gets (torch: only this exact pin has a local CPU wheel)."""
 FLOWER_DIR = REPO_ROOT / "benchmarks" / "flower"

@@ -1,12 +1,22 @@
 """The Flower comparison's arithmetic: ratios, the overhead and accuracy targets, and the
 rows and target for Flower's simulation runtime (no processes started here)."""
 
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterable
+
 import pytest
 
 from benchmarks.flower_compare import (
+    APP,
     FEDLEARN_BYTES,
     FLOWER,
     FLOWER_SIM,
+    PINS,
+    REPO_ROOT,
     RunOutcome,
     _run_data,
     compare,
@@ -110,3 +120,39 @@ def test_a_run_reads_back_from_its_json_form() -> None:
     old = _run_data(_outcome("fedlearn", 2.0, 1.5, [0.5]))
     del old["bytes_note"]  # flower.json written before the note was kept
     assert run_from_data(old).bytes_note == FEDLEARN_BYTES
+
+
+def _by_name(specs: Iterable[str]) -> dict[str, str]:
+    """``name[extra]==version`` specs as {name: version}."""
+    found = {}
+    for spec in specs:
+        name, _, version = spec.partition("==")
+        found[re.sub(r"\[.*\]", "", name).lower()] = version
+    return found
+
+
+def test_the_flower_environment_pins_every_dependency_the_bench_app_imports() -> None:
+    """The Flower venv installs fedlearn without its dependencies, so each one the bench app
+    pulls in through fedlearn must be among PINS, at fedlearn's own pin."""
+    imported: set[str] = set()
+    for source in (APP / "flowerbench").glob("*.py"):
+        imported |= set(re.findall(r"^\s*from (fedlearn[\w.]*) import", source.read_text(), re.M))
+    assert imported, "the bench app imports nothing from fedlearn?"
+    probe = (
+        "import importlib, importlib.metadata as m, json, sys\n"
+        f"for name in {sorted(imported)!r}: importlib.import_module(name)\n"
+        "owners = m.packages_distributions()\n"
+        "print(json.dumps(sorted({d.lower() for top in {n.split('.')[0] for n in sys.modules}"
+        " for d in owners.get(top, ())})))\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    )
+    distributions = set(json.loads(found.stdout))
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    ours, pinned = _by_name(project["dependencies"]), _by_name(PINS)
+    needed = {d for d in distributions if d in ours}
+    missing = sorted(d for d in needed if d not in pinned)
+    assert not missing, f"PINS lacks {missing}, which the bench app imports through fedlearn"
+    drift = sorted(d for d in needed if pinned[d] != ours[d])
+    assert not drift, f"PINS and pyproject.toml pin {drift} differently"
