@@ -5,6 +5,14 @@ the update here when it starts again and re-sends it with the same update id; th
 coordinator stores an update id once and acknowledges a repeat as a duplicate, so an
 update never counts twice.
 
+Files are renamed into place but not fsynced: they guard against the client process
+dying, which leaves the kernel's page cache intact, and most are deleted a second
+later, before the kernel writes them back, so an update costs a copy into memory rather
+than a model-sized disk write and its flush (10 to 500 ms on a shared virtual disk) on
+the way to every upload. A power cut may lose a pending file or tear it; the checksum
+sets a torn one aside, and a lost update is trained again, as after any crash before
+the outbox write.
+
 One file per update, ``r<round>-<update id>.update``::
 
     fedlearn-outbox/2\\n
@@ -53,7 +61,7 @@ class OutboxEntry:
 
 
 class Outbox:
-    """A folder of pending updates; safe against a crash at any point."""
+    """A folder of pending updates; safe against the client's process dying at any point."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -67,9 +75,9 @@ class Outbox:
         return self.directory / f"r{submission.round_number:06d}-{submission.update_id}{_SUFFIX}"
 
     def put(self, entry: OutboxEntry) -> Path:
-        """Store ``entry`` durably (temp file, fsync, rename); returns its file."""
+        """Store ``entry`` (temp file, rename; no fsync, see above); returns its file."""
         path = self._path(entry.submission)
-        write_atomic(path, _encode_header(entry), entry.submission.payload)
+        write_atomic(path, _encode_header(entry), entry.submission.payload, sync=False)
         logger.debug("outbox: stored update %s", entry.submission.update_id)
         return path
 

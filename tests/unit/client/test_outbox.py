@@ -1,9 +1,11 @@
 import hashlib
 import json
 import logging
+import os
 
 import pytest
 
+from fedlearn.client.files import write_atomic
 from fedlearn.client.outbox import Outbox, OutboxEntry
 from fedlearn.client.recovery import ClientState
 from fedlearn.errors import ConfigError
@@ -143,3 +145,29 @@ def test_a_version_1_file_checked_with_sha256_is_still_read(tmp_path):
     path.write_bytes(v1 + payload[:-1] + bytes([payload[-1] ^ 1]))  # one bit flipped
     assert Outbox(tmp_path).pending() == []
     assert [p.name for p in tmp_path.iterdir()] == [path.name + ".corrupt"]
+
+
+def _count_fsyncs(monkeypatch):
+    calls = []
+    real = os.fsync
+
+    def fsync(fd):
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_an_outbox_entry_is_renamed_into_place_without_an_fsync(tmp_path, monkeypatch):
+    """The outbox guards against the process dying (the page cache survives it), so it
+    spares every upload a model-sized flush; the privacy ledger's writes still sync."""
+    fsyncs = _count_fsyncs(monkeypatch)
+    outbox = Outbox(tmp_path / "outbox")
+    outbox.put(_entry())
+    assert fsyncs == []
+    assert Outbox(tmp_path / "outbox").pending() == [_entry()]
+    assert not list((tmp_path / "outbox").glob(".*"))  # no temporary file left behind
+
+    write_atomic(tmp_path / "ledger.json", b"{}")
+    assert len(fsyncs) == 2  # the file, then its folder
