@@ -43,8 +43,11 @@ class PayloadChecksum:
     Updates carry XXH3-128: a non-cryptographic hash that catches corruption
     and truncation at ~50 GB/s, where SHA-256 runs at ~1.8 GB/s even with the
     CPU's SHA instructions. It is no defence against tampering; neither is a
-    bare SHA-256 that the sender computes, and TLS is. Models carry SHA-256,
-    which also names them (``have_sha256``, the delta chain's checks).
+    bare SHA-256 that the sender computes, and TLS is. Models carry both: the
+    SHA-256 names them (``have_sha256``, the delta chain's checks) and the
+    XXH3-128, computed once per version by the server, is what each client
+    checks the download against; a server too old to send it is checked
+    against the SHA-256.
     """
 
     algorithm: str
@@ -66,6 +69,12 @@ class PayloadChecksum:
         if sha256:
             return cls("sha256", sha256)
         raise UpdateRejectedError("no_checksum", "update header carries no payload checksum")
+
+    @classmethod
+    def of_model(cls, *, xxh3_128: str, sha256: str) -> PayloadChecksum:
+        """The checksum a model download is checked against: XXH3-128 when the
+        server sends it, else the model's SHA-256."""
+        return cls("xxh3-128", xxh3_128) if xxh3_128 else cls("sha256", sha256)
 
     def hasher(self) -> _Hasher:
         if self.algorithm == "xxh3-128":
@@ -197,6 +206,7 @@ class EncodedModelCache:
             sha256=blob.sha256,
             base_sha256=blob.base_sha256,
             model_sha256=blob.model_sha256,
+            xxh3_128=xxhash.xxh3_128_hexdigest(blob.payload),
         )
         first = pb.ModelChunk(header=header).SerializeToString()
         rest = (data_chunk_message(data) for data in split(blob.payload, self._chunk_bytes))

@@ -119,18 +119,20 @@ class ModelRequest(_message.Message):
     def __init__(self, client_id: _Optional[str] = ..., round_number: _Optional[int] = ..., have_sha256: _Optional[str] = ...) -> None: ...
 
 class BlobHeader(_message.Message):
-    __slots__ = ("round_number", "total_bytes", "sha256", "base_sha256", "model_sha256")
+    __slots__ = ("round_number", "total_bytes", "sha256", "base_sha256", "model_sha256", "xxh3_128")
     ROUND_NUMBER_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     BASE_SHA256_FIELD_NUMBER: _ClassVar[int]
     MODEL_SHA256_FIELD_NUMBER: _ClassVar[int]
+    XXH3_128_FIELD_NUMBER: _ClassVar[int]
     round_number: int
     total_bytes: int
     sha256: str
     base_sha256: str
     model_sha256: str
-    def __init__(self, round_number: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., base_sha256: _Optional[str] = ..., model_sha256: _Optional[str] = ...) -> None: ...
+    xxh3_128: str
+    def __init__(self, round_number: _Optional[int] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., base_sha256: _Optional[str] = ..., model_sha256: _Optional[str] = ..., xxh3_128: _Optional[str] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("header", "data")
