@@ -113,6 +113,14 @@ def run(
             "the memory of many clients on one machine); 0: no limit.",
         ),
     ] = 0,
+    release_heap: Annotated[
+        bool,
+        typer.Option(
+            "--release-heap",
+            help="Clients hand free memory back to the system after each round "
+            "(see fedlearn client --release-heap); by default they keep it for the next.",
+        ),
+    ] = False,
     out: Annotated[
         Path, typer.Option(help="Folder for summary.json, global_model.pt, accuracy.png, logs.")
     ] = Path("fedlearn-run"),
@@ -175,6 +183,7 @@ def run(
             *data_args, "--num-partitions", clients, "--partitioner", partitioner,
             "--alpha", alpha, "--seed", seed, "--holdout", holdout, "--threads", threads,
             "--log-level", log_level, *slot_args,
+            *(["--release-heap"] if release_heap else []),
         ),
     )  # fmt: skip
     started = time.monotonic()
@@ -186,7 +195,7 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     keys = (
         "clients", "rounds", "model", "dataset", "partitioner", "alpha", "local_epochs",
         "batch_size", "lr", "lr_decay", "strategy", "server_momentum", "server_lr", "holdout", "seed",
-        "threads", "slots", "update_codec", "download_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
+        "threads", "slots", "release_heap", "update_codec", "download_codec", "central_dp_clip", "central_dp_noise", "central_dp_epsilon", "central_dp_delta",
     )  # fmt: skip
     return {k: values[k] for k in keys}
 

@@ -65,3 +65,12 @@ def test_client_builds_its_runtime_with_the_slots(monkeypatch, capsys, tmp_path)
 
     assert code == 0
     assert (seen[0].slot_dir, seen[0].slot_count) == (tmp_path / "slots", 2)
+
+
+@pytest.mark.parametrize(("args", "passed"), [((), False), (("--release-heap",), True)])
+def test_run_passes_release_heap_to_every_client_only_when_asked(
+    monkeypatch, capsys, tmp_path, args, passed
+):
+    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 3, *args)
+
+    assert ("--release-heap" in [str(a) for a in plans[0].client_args]) is passed
