@@ -58,23 +58,17 @@ class PayloadChecksum:
         return cls("xxh3-128", xxhash.xxh3_128_hexdigest(payload))
 
     @classmethod
-    def sha256(cls, hexdigest: str) -> PayloadChecksum:
-        return cls("sha256", hexdigest)
+    def of_header(cls, *, xxh3_128: str, sha256: str) -> PayloadChecksum:
+        """The checksum a stream is checked against: XXH3-128 when its header
+        carries one (from a peer that predates it: none), else SHA-256."""
+        return cls("xxh3-128", xxh3_128) if xxh3_128 else cls("sha256", sha256)
 
     @classmethod
     def announced(cls, *, xxh3_128: str, sha256: str) -> PayloadChecksum:
-        """The checksum of an update header: XXH3-128 when set, else SHA-256."""
-        if xxh3_128:
-            return cls("xxh3-128", xxh3_128)
-        if sha256:
-            return cls("sha256", sha256)
-        raise UpdateRejectedError("no_checksum", "update header carries no payload checksum")
-
-    @classmethod
-    def of_model(cls, *, xxh3_128: str, sha256: str) -> PayloadChecksum:
-        """The checksum a model download is checked against: XXH3-128 when the
-        server sends it, else the model's SHA-256."""
-        return cls("xxh3-128", xxh3_128) if xxh3_128 else cls("sha256", sha256)
+        """The checksum of an update header, which must carry one of the two."""
+        if not (xxh3_128 or sha256):
+            raise UpdateRejectedError("no_checksum", "update header carries no payload checksum")
+        return cls.of_header(xxh3_128=xxh3_128, sha256=sha256)
 
     def hasher(self) -> _Hasher:
         if self.algorithm == "xxh3-128":

@@ -191,7 +191,7 @@ class GrpcCoordinatorClient:
         if first is None or not first.HasField("header"):
             raise ChecksumError("model stream did not start with a header")
         header = first.header
-        checksum = PayloadChecksum.of_model(xxh3_128=header.xxh3_128, sha256=header.sha256)
+        checksum = PayloadChecksum.of_header(xxh3_128=header.xxh3_128, sha256=header.sha256)
         assembler = Assembler(header.total_bytes, checksum, max_bytes=self._max_payload)
         for chunk in stream:
             assembler.add(chunk.data)

@@ -23,7 +23,7 @@ from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 
 
 def _sha(data: bytes) -> PayloadChecksum:
-    return PayloadChecksum.sha256(hashlib.sha256(data).hexdigest())
+    return PayloadChecksum("sha256", hashlib.sha256(data).hexdigest())
 
 
 @given(st.binary(max_size=2_000), st.integers(min_value=1, max_value=300))
