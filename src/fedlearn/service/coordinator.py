@@ -50,6 +50,7 @@ from fedlearn.errors import (
     StaleRoundError,
     UpdateRejectedError,
 )
+from fedlearn.service.background import run_in_background_priority
 from fedlearn.service.central_privacy import CentralPrivacy
 from fedlearn.service.closing import close_round, fail_round
 from fedlearn.service.cluster import ClusterPorts, Leadership
@@ -123,7 +124,9 @@ class Coordinator:
         self._last_round = 0
         self._completed = 0
         self._released: set[str] = set()
-        self._evaluations = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluate")
+        self._evaluations = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="evaluate", initializer=run_in_background_priority
+        )
         self._pending_evaluations = 0
         if cluster is not None and config.central_dp is not None:
             raise ConfigError("central DP is not supported on a coordinator cluster yet")
@@ -681,8 +684,9 @@ class Coordinator:
     def _evaluate_round(self, model: GlobalModel) -> None:
         """Score a new global model off the critical path, then record the result.
 
-        The next round is already open while this runs; a run only counts as
-        finished once every evaluation has been recorded.
+        The next round is already open while this runs, on a thread at the lowest CPU
+        priority (:mod:`fedlearn.service.background`); a run only counts as finished
+        once every evaluation has been recorded.
         """
         assert self._evaluator is not None
         try:

@@ -1,6 +1,8 @@
 """Missed deadlines, failed aggregation, divergence and operator rollbacks."""
 
 import math
+import os
+import sys
 import threading
 
 import numpy as np
@@ -9,6 +11,7 @@ from service_world import World, delta, submission
 
 from fedlearn.core.types import EvalResult, RoundStatus
 from fedlearn.errors import ConflictError, NotFoundError, StorageError
+from fedlearn.service.background import BACKGROUND_NICENESS
 from fedlearn.service.messages import RunState, TaskKind
 
 
@@ -200,3 +203,26 @@ def test_clients_are_not_released_while_the_last_round_is_still_evaluated():
 def _train_round_without_waiting(world: World, number: int) -> None:
     for client in ("a", "b"):
         world.coordinator.submit_update(submission(client, number, delta(0.5)))
+
+
+class PriorityRecordingEvaluator:
+    """Records the niceness of the thread each evaluation runs on."""
+
+    def __init__(self) -> None:
+        self.niceness: list[int] = []
+
+    def evaluate(self, weights):
+        self.niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return EvalResult(accuracy=0.9, loss=0.1, samples=10)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="niceness is per thread on Linux only")
+def test_evaluations_run_at_the_lowest_cpu_priority_and_leave_the_callers_priority_alone():
+    evaluator = PriorityRecordingEvaluator()
+    world = World(evaluator=evaluator)
+    world.register("a", "b")
+    _train_round(world, 1, 0.5)
+    _train_round(world, 2, 0.5)
+    _start, *rounds = evaluator.niceness  # the initial model is scored at start-up, in line
+    assert rounds == [BACKGROUND_NICENESS, BACKGROUND_NICENESS]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < BACKGROUND_NICENESS
