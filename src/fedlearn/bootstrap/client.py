@@ -140,7 +140,8 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
         release_heap=settings.release_heap,
     )
     if settings.slot_dir is not None:
-        slots = TrainingSlots(settings.slot_dir, settings.slot_count)
+        # partition k queues on slot k % count: the machine's clients spread evenly
+        slots = TrainingSlots(settings.slot_dir, settings.slot_count, queue=settings.partition)
         options = replace(options, compute_slot=slots.hold)
     api = GrpcCoordinatorClient(settings.coordinator, retry=settings.retry, seed=settings.seed)
     return ClientRuntime(api, make_trainer, options)

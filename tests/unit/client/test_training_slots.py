@@ -14,12 +14,11 @@ from fedlearn.errors import ConfigError
 
 
 def test_no_more_than_count_hold_a_slot_at_once(tmp_path):
-    slots = TrainingSlots(tmp_path, 2, poll_s=0.005)
     holding, most, lock = [0], [0], threading.Lock()
     used = []
 
-    def train():
-        with slots.hold() as slot:
+    def train(k):
+        with TrainingSlots(tmp_path, 2, queue=k).hold() as slot:
             with lock:
                 holding[0] += 1
                 most[0] = max(most[0], holding[0])
@@ -29,7 +28,7 @@ def test_no_more_than_count_hold_a_slot_at_once(tmp_path):
                 holding[0] -= 1
 
     # each hold opens its own file description, so threads contend as processes do
-    workers = [threading.Thread(target=train) for _ in range(8)]
+    workers = [threading.Thread(target=train, args=(k,)) for k in range(8)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -38,6 +37,52 @@ def test_no_more_than_count_hold_a_slot_at_once(tmp_path):
     assert most[0] == 2
     assert len(used) == 8 and set(used) == {0, 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slot-0.lock", "slot-1.lock"]
+
+
+def test_a_client_waits_on_its_own_slot_in_the_kernel_without_polling(tmp_path, monkeypatch):
+    import fedlearn.client.slots as slots_module
+
+    held: dict[int, threading.Event] = {}
+    taken = threading.Semaphore(0)
+
+    def hold():
+        with TrainingSlots(tmp_path, 2).hold() as slot:
+            held[slot] = threading.Event()
+            taken.release()
+            held[slot].wait(10)
+
+    holders = [threading.Thread(target=hold) for _ in range(2)]
+    for holder in holders:
+        holder.start()
+        assert taken.acquire(timeout=5)
+    assert sorted(held) == [0, 1]
+
+    opened = []
+    real_open = os.open
+
+    def counting_open(path, *args):
+        opened.append(os.path.basename(path))
+        return real_open(path, *args)
+
+    monkeypatch.setattr(slots_module.os, "open", counting_open)
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(_take(tmp_path, queue=3)))
+    waiter.start()
+    time.sleep(0.3)
+    held[0].set()  # slot 0 is free now, but the waiter queues on slot 3 % 2 = 1
+    time.sleep(0.2)
+    assert not got
+    held[1].set()
+    waiter.join(10)
+    for holder in holders:
+        holder.join(10)
+    assert got == [1]
+    assert sorted(opened) == ["slot-0.lock", "slot-1.lock", "slot-1.lock"]  # no polling
+
+
+def _take(folder, *, queue):
+    with TrainingSlots(folder, 2, queue=queue).hold() as slot:
+        return slot
 
 
 def test_a_slot_is_released_when_the_block_raises(tmp_path):
@@ -67,7 +112,7 @@ def test_another_process_waits_and_a_killed_holder_frees_its_slot(tmp_path):
         got = threading.Event()
 
         def wait_for_it():
-            with TrainingSlots(tmp_path, 1, poll_s=0.005).hold():
+            with TrainingSlots(tmp_path, 1).hold():
                 got.set()
 
         waiter = threading.Thread(target=wait_for_it, daemon=True)
