@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -52,7 +52,7 @@ from fedlearn.errors import (
 )
 from fedlearn.service.background import run_in_background_priority
 from fedlearn.service.central_privacy import CentralPrivacy
-from fedlearn.service.closing import close_round, fail_round
+from fedlearn.service.closing import close_round, drop_update_blobs, fail_round
 from fedlearn.service.cluster import ClusterPorts, Leadership
 from fedlearn.service.messages import (
     CoordinatorConfig,
@@ -127,6 +127,10 @@ class Coordinator:
         self._evaluations = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="evaluate", initializer=run_in_background_priority
         )
+        self._housekeeping = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="housekeeping", initializer=run_in_background_priority
+        )
+        self._last_chore: Future[None] | None = None
         self._pending_evaluations = 0
         if cluster is not None and config.central_dp is not None:
             raise ConfigError("central DP is not supported on a coordinator cluster yet")
@@ -204,12 +208,14 @@ class Coordinator:
             ports.leases.release(lease)
 
     def close(self) -> None:
-        """Stop listening to the cluster and give up this replica's round lease."""
+        """Stop listening to the cluster, give up this replica's round lease and finish
+        deleting the update blobs of closed rounds."""
         if self._subscription is not None:
             self._subscription.close()
         with self._cond:
             if self._lead is not None:
                 self._lead.release()
+        self._housekeeping.shutdown(wait=True)
 
     def _catch_up(self) -> None:
         """Finish what a crash interrupted: close a complete round, open the next,
@@ -633,6 +639,8 @@ class Coordinator:
         self._failed_in_a_row = 0
         self._round_ended()
         self._maybe_open_round()
+        if not self.config.keep_updates:
+            self._drop_blobs_later(open_)
         if self._evaluator is not None:
             self._schedule_evaluation(outcome)
 
@@ -667,7 +675,6 @@ class Coordinator:
             models=self._models,
             now=self._clock.now(),
             key_prefix=key_prefix,
-            keep_updates=self.config.keep_updates,
             fence=fence,
         )
 
@@ -676,6 +683,25 @@ class Coordinator:
         if self._lead is not None:
             self._lead.release()
         self._publish(ClusterEventKind.ROUND, self._last_round)
+
+    def _drop_blobs_later(self, closed: OpenRound) -> None:
+        """Delete the closed round's update blobs off the critical path (the next round
+        is open), on a background thread (see :func:`drop_update_blobs`)."""
+        paths = [u.model_update_path for u in closed.received.values() if u.model_update_path]
+        if paths:
+            self._last_chore = self._housekeeping.submit(self._drop_blobs, closed.number, paths)
+
+    def _drop_blobs(self, round_number: int, paths: list[str]) -> None:
+        try:
+            drop_update_blobs(paths, self._models)
+        except Exception:
+            logger.exception("could not delete the update blobs of round %d", round_number)
+
+    def wait_for_housekeeping(self, timeout_s: float | None = None) -> None:
+        """Wait until the update blobs of closed rounds are deleted (for tests, shutdown)."""
+        chore = self._last_chore
+        if chore is not None:
+            chore.result(timeout_s)
 
     def _schedule_evaluation(self, model: GlobalModel) -> None:
         self._pending_evaluations += 1

@@ -1,3 +1,5 @@
+import threading
+
 import numpy as np
 from service_world import World, delta, submission
 
@@ -43,6 +45,29 @@ def test_update_blobs_are_dropped_after_the_round_unless_kept():
         world.register("a", "b")
         for c in ("a", "b"):
             world.coordinator.submit_update(submission(c, 1, delta(1.0)))
+        world.coordinator.wait_for_housekeeping(5.0)
         paths = [u.model_update_path for u in world.runs.list_updates("r", 1)]
         present = [p in world.models._blobs for p in paths]
         assert present == [keep, keep]
+
+
+def test_the_next_round_opens_before_the_closed_rounds_blobs_are_deleted(monkeypatch):
+    world = World(min_clients=2)
+    world.register("a", "b")
+    release = threading.Event()
+    real_delete = world.models.delete
+
+    def slow_delete(path):
+        assert release.wait(5.0)
+        real_delete(path)
+
+    monkeypatch.setattr(world.models, "delete", slow_delete)
+    for c in ("a", "b"):
+        world.coordinator.submit_update(submission(c, 1, delta(1.0)))  # returns while held
+
+    assert world.coordinator.poll_task("a").round_number == 2
+    paths = [u.model_update_path for u in world.runs.list_updates("r", 1)]
+    assert all(p in world.models._blobs for p in paths)
+    release.set()
+    world.coordinator.wait_for_housekeeping(5.0)
+    assert not any(p in world.models._blobs for p in paths)
