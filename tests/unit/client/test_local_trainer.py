@@ -179,3 +179,23 @@ def test_round_seed_depends_on_seed_and_round() -> None:
     assert round_seed(1, 2) == round_seed(1, 2)
     with pytest.raises(ConfigError):
         round_seed(0, -1)
+
+
+def test_the_cnn_trains_channels_last_with_the_same_sgd_step_and_plain_weights(
+    separable: Data,
+) -> None:
+    images, labels = separable[0][:64], separable[1][:64]
+    reference = build_model("cnn", seed=1)  # contiguous (NCHW), as the weights travel
+    trainer = LocalTrainer("cnn", images, labels)
+    trainer.set_weights(model_to_weights(reference))
+    assert trainer.get_weights()["conv2.weight"].flags.c_contiguous
+    trainer.train(RoundConfig(local_epochs=1, batch_size=64, learning_rate=0.1), round_number=0)
+
+    inputs, targets = dataset_to_tensors(images, labels)
+    F.cross_entropy(reference(inputs), targets).backward()  # type: ignore[no-untyped-call]
+    trained = trainer.get_weights()
+    for name, parameter in reference.named_parameters():
+        assert parameter.grad is not None
+        expected = (parameter - 0.1 * parameter.grad).detach().numpy()
+        assert trained[name].flags.c_contiguous
+        np.testing.assert_allclose(trained[name], expected, rtol=1e-4, atol=1e-5)
