@@ -28,15 +28,20 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_the_coordinator_heap_keeps_freed_buffers_for_the_next_one():
-    def faults(mode: str) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True
-        )
-        return int(out.stdout)
+def _faults(script: str, arg: str) -> int:
+    """The page faults ``script`` counts and prints, run in a fresh interpreter."""
+    out = subprocess.run(
+        [sys.executable, "-c", script, arg], capture_output=True, text=True, check=True
+    )
+    return int(out.stdout)
 
-    untrimmed, tuned = faults("mmap-only"), faults("tuned")
+
+glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+
+
+@glibc_only
+def test_the_coordinator_heap_keeps_freed_buffers_for_the_next_one():
+    untrimmed, tuned = _faults(_FAULTS, "mmap-only"), _faults(_FAULTS, "tuned")
     assert untrimmed > 10_000  # the freed 8 MB buffers faulted in again, page by page
     assert tuned < untrimmed / 20
 
@@ -65,14 +70,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@glibc_only
 def test_the_coordinators_evaluation_batches_reuse_their_buffers():
-    def faults(batch: str) -> int:
-        out = subprocess.run(
-            [sys.executable, "-c", _EVAL_FAULTS, batch], capture_output=True, text=True, check=True
-        )
-        return int(out.stdout)
-
-    mapped, default = faults("256"), faults("default")
+    mapped, default = _faults(_EVAL_FAULTS, "256"), _faults(_EVAL_FAULTS, "default")
     assert mapped > 30_000  # 25.7 MB activations: above the mmap threshold, mapped afresh
     assert default < mapped / 5
