@@ -106,9 +106,13 @@ class _RetryCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args if isinstance(record.args, tuple) else ()
-        if "retrying" in str(record.msg) and len(args) >= 2:
-            code = getattr(args[1], "name", str(args[1]))
-            self._stats.retry(f"{args[0]}: {code}")
+        message = str(record.msg)
+        if "retrying" not in message or len(args) < 2:
+            return
+        # "%s refused as busy, retrying in %.2f s" carries the delay, not a status code
+        busy = "refused as busy" in message
+        code = "busy" if busy else getattr(args[1], "name", str(args[1]))
+        self._stats.retry(f"{args[0]}: {code}")
 
 
 def _count_retries(stats: LoadStats) -> None:
