@@ -112,10 +112,7 @@ class TorchEvaluator:
         if self._labels.shape[0] == 0:
             raise DataError("cannot build an evaluator on an empty set")
         self.model_name = model_name
-        # copy_ into a channels-last parameter keeps its layout: set once, kept.
-        # (Module.to takes memory_format at run time; torch's stubs omit it.)
-        model = build_model(model_name, seed=0)
-        self._model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._model = build_model(model_name, seed=0, channels_last=True)
         self._model.eval()
         self._batch_size = batch_size
         self._lock = threading.Lock()

@@ -117,20 +117,29 @@ def _factory(name: str) -> Callable[[], nn.Module]:
         raise ConfigError(f"unknown model name {name!r}; expected one of: {known}") from None
 
 
-def build_model(name: str, *, seed: int | None = None) -> nn.Module:
+def build_model(name: str, *, seed: int | None = None, channels_last: bool = False) -> nn.Module:
     """A fresh model called ``name`` on the CPU, in training mode.
 
     With ``seed`` the initial parameters depend only on the seed; the global torch RNG
     state is saved and restored, so callers' randomness is not disturbed. Without it the
     global torch RNG initialises the parameters as usual.
+
+    ``channels_last`` stores 4-d parameters (the convolutions') channels-last, the layout
+    whose convolution and pooling kernels run fastest on the CPU here (see
+    ``TorchEvaluator`` and ``LocalTrainer``). It keeps its layout through ``copy_`` and
+    ``load_state_dict``; ``model_to_weights`` still returns C-contiguous arrays.
     """
     factory = _factory(name)
     if seed is None:
-        return factory()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         model = factory()
-    logger.debug("built model %s with seed %d", name, seed)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = factory()
+        logger.debug("built model %s with seed %d", name, seed)
+    if channels_last:
+        # Module.to takes memory_format at run time; torch's stubs omit it.
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 

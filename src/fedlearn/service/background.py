@@ -13,19 +13,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["BACKGROUND_NICENESS", "run_in_background_priority"]
+__all__ = ["BACKGROUND_NICENESS", "background_thread"]
 
 logger = logging.getLogger(__name__)
 
 BACKGROUND_NICENESS = 19
 
 
-def run_in_background_priority() -> None:
+def background_thread(name: str) -> ThreadPoolExecutor:
+    """One worker thread, at the lowest CPU priority, that runs what is submitted in order."""
+    return ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix=name, initializer=_lower_this_threads_priority
+    )
+
+
+def _lower_this_threads_priority() -> None:
     """Give the calling thread (not its process) the lowest priority, where the OS can.
 
-    Meant as a thread pool's ``initializer``. Linux sets niceness per thread; where that
-    is not so (or not allowed), the thread keeps its priority and this logs why.
+    Linux sets niceness per thread; where that is not so (or not allowed), the thread
+    keeps its priority and this logs why.
     """
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)

@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
 
@@ -50,7 +49,7 @@ from fedlearn.errors import (
     StaleRoundError,
     UpdateRejectedError,
 )
-from fedlearn.service.background import run_in_background_priority
+from fedlearn.service.background import background_thread
 from fedlearn.service.central_privacy import CentralPrivacy
 from fedlearn.service.closing import close_round, drop_update_blobs, fail_round
 from fedlearn.service.cluster import ClusterPorts, Leadership
@@ -124,13 +123,8 @@ class Coordinator:
         self._last_round = 0
         self._completed = 0
         self._released: set[str] = set()
-        self._evaluations = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="evaluate", initializer=run_in_background_priority
-        )
-        self._housekeeping = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="housekeeping", initializer=run_in_background_priority
-        )
-        self._last_chore: Future[None] | None = None
+        self._evaluations = background_thread("evaluate")
+        self._housekeeping = background_thread("housekeeping")
         self._pending_evaluations = 0
         if cluster is not None and config.central_dp is not None:
             raise ConfigError("central DP is not supported on a coordinator cluster yet")
@@ -686,22 +680,22 @@ class Coordinator:
 
     def _drop_blobs_later(self, closed: OpenRound) -> None:
         """Delete the closed round's update blobs off the critical path (the next round
-        is open), on a background thread (see :func:`drop_update_blobs`)."""
+        is open), on the housekeeping thread (see :func:`drop_update_blobs`)."""
         paths = [u.model_update_path for u in closed.received.values() if u.model_update_path]
-        if paths:
-            self._last_chore = self._housekeeping.submit(self._drop_blobs, closed.number, paths)
 
-    def _drop_blobs(self, round_number: int, paths: list[str]) -> None:
-        try:
-            drop_update_blobs(paths, self._models)
-        except Exception:
-            logger.exception("could not delete the update blobs of round %d", round_number)
+        def drop() -> None:
+            try:
+                drop_update_blobs(paths, self._models)
+            except Exception:
+                logger.exception("could not delete the update blobs of round %d", closed.number)
+
+        if paths:
+            self._housekeeping.submit(drop)
 
     def wait_for_housekeeping(self, timeout_s: float | None = None) -> None:
-        """Wait until the update blobs of closed rounds are deleted (for tests, shutdown)."""
-        chore = self._last_chore
-        if chore is not None:
-            chore.result(timeout_s)
+        """Wait until the update blobs of closed rounds are deleted (for tests): the
+        housekeeping thread runs its work in order, so a no-op submitted now ends last."""
+        self._housekeeping.submit(lambda: None).result(timeout_s)
 
     def _schedule_evaluation(self, model: GlobalModel) -> None:
         self._pending_evaluations += 1

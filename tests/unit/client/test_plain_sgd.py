@@ -56,7 +56,7 @@ def test_a_trainer_round_matches_the_same_round_with_torch_sgd(separable: Data):
     trainer = LocalTrainer("cnn", images, labels, seed=5)
     result = trainer.train(config, round_number=2)
 
-    model = build_model("cnn", seed=5).to(memory_format=torch.channels_last)  # as the trainer's
+    model = build_model("cnn", seed=5, channels_last=True)  # as the trainer's
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.0)
     inputs, targets = dataset_to_tensors(images, labels)
     generator = torch.Generator().manual_seed(round_seed(5, 2))
