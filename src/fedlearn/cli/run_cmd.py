@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,15 @@ CLIENT_NICENESS = 10
 """The client processes run at a lower CPU priority than the coordinator: here they share
 the machine's cores, and every client waits on the coordinator's work (serving the model,
 checking, storing and folding each update) while its own training can wait a little."""
+SLOTS_PER_CORE = 2
+"""By default ``fedlearn run`` lets this many clients per CPU core train at once.
+
+All clients training at once share the cores, so they all finish near the end of the
+round and their uploads queue at the coordinator (at 50 clients on 2 cores the last
+second of each round went to that queue). With slots, updates come in one by one
+while the others train. One slot per core left a core idle whenever one of the two
+queues ran dry first (10 clients: 2.53 s a round against 2.25 s without slots); two per
+core kept both busy (2.11 s at 10 clients; 3.50 s at 50, against 3.73 to 3.81 s in three runs without)."""
 FINISH_WAIT_S = 1800.0
 """How long the coordinator may take, after the last round, to record the scores of
 rounds still being evaluated and tell every client the run is over."""
@@ -106,13 +116,15 @@ def run(
     central_dp_delta: CentralDpDeltaOpt = 1e-5,
     threads: Annotated[int, typer.Option(min=1, help="PyTorch threads per client process.")] = 1,
     parallel_training: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
+            show_default=False,
             help="Clients that may train at once, the others waiting their turn (bounds "
-            "the memory of many clients on one machine); 0: no limit.",
+            "the memory of many clients on one machine); 0: no limit. "
+            f"[default: {SLOTS_PER_CORE} per CPU core]",
         ),
-    ] = 0,
+    ] = None,
     release_heap: Annotated[
         bool,
         typer.Option(
@@ -154,6 +166,8 @@ def run(
         data_args.append("--no-download")
     run_id = time.strftime("run-%Y%m%d-%H%M%S")
     state = out / "state"
+    if parallel_training is None:
+        parallel_training = SLOTS_PER_CORE * usable_cores()
     slots = parallel_training if parallel_training < clients else 0  # 0: no slots to wait for
     slot_args: list[object] = []
     if slots:
@@ -360,3 +374,10 @@ def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, 
         f"{summary['median_overhead_seconds']:.2f} s outside the slowest client's training); "
         f"results in {plan.out}/ (summary.json, global_model.pt, accuracy.png, logs/)"
     )
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)

@@ -5,6 +5,7 @@ import pytest
 from cli_fakes import invoke, run_plan
 
 import fedlearn.bootstrap
+from fedlearn.cli import run_cmd
 
 
 def _slot_args(plan) -> list[str]:
@@ -15,11 +16,31 @@ def _slot_args(plan) -> list[str]:
     return args[at : at + 4]
 
 
-def test_run_lets_every_client_train_at_once_by_default(monkeypatch, capsys, tmp_path):
+@pytest.fixture
+def two_cores(monkeypatch):
+    monkeypatch.setattr(run_cmd, "usable_cores", lambda: 2)
+
+
+def test_run_lets_two_clients_per_core_train_at_once_by_default(
+    monkeypatch, capsys, tmp_path, two_cores
+):
     code, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10)
 
     assert code is None
+    assert _slot_args(plans[0])[2:] == ["--slots", "4"]
+
+
+def test_by_default_no_slots_when_every_client_has_one(monkeypatch, capsys, tmp_path, two_cores):
+    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 4)
+
     assert _slot_args(plans[0]) == []
+
+
+def test_usable_cores_counts_the_affinity_mask_not_the_machine(monkeypatch):
+    monkeypatch.setattr(run_cmd.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(run_cmd.os, "cpu_count", lambda: 64)
+
+    assert run_cmd.usable_cores() == 3
 
 
 def test_parallel_training_gives_each_client_the_runs_slot_folder(monkeypatch, capsys, tmp_path):
