@@ -48,10 +48,11 @@ SLOTS_PER_CORE = 2
 
 All clients training at once share the cores, so they all finish near the end of the
 round and their uploads queue at the coordinator (at 50 clients on 2 cores the last
-second of each round went to that queue). With slots, updates come in one by one
-while the others train. One slot per core left a core idle whenever one of the two
-queues ran dry first (10 clients: 2.53 s a round against 2.25 s without slots); two per
-core kept both busy (2.11 s at 10 clients; 3.50 s at 50, against 3.73 to 3.81 s in three runs without)."""
+second of each round went to that queue). With slots, updates come in one by one while
+the others train. One slot per core left a core idle whenever one of the two queues ran
+dry first (10 clients: 2.53 s a round against 2.25 s without slots); two per core keep
+both busy (10 clients: 2.11 s; 50 clients: 3.50, 3.54 and 3.75 s against 3.73 to 3.81 s
+without). Three per core measured no better (2.23 s and 3.70 s)."""
 FINISH_WAIT_S = 1800.0
 """How long the coordinator may take, after the last round, to record the scores of
 rounds still being evaluated and tell every client the run is over."""
