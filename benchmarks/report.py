@@ -43,6 +43,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from fedlearn.cli.processes import usable_cores
+
 __all__ = [
     "REPO_ROOT",
     "Plot",
@@ -144,10 +146,7 @@ def _ram_gb() -> float | None:
 
 def machine_info() -> dict[str, Any]:
     """CPU model, usable cores, RAM (GiB) and the 1-minute load average right now."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 0
+    cores = usable_cores()
     try:
         load = round(os.getloadavg()[0], 2)
     except OSError:

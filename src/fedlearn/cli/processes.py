@@ -15,7 +15,14 @@ from typing import IO
 
 from fedlearn.errors import FedLearnError
 
-__all__ = ["ProcessGroup", "fedlearn_command"]
+__all__ = ["ProcessGroup", "fedlearn_command", "usable_cores"]
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def fedlearn_command(*args: object) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from fedlearn.cli.common import (
     download_codec_name,
     setup_logging,
 )
-from fedlearn.cli.processes import ProcessGroup, fedlearn_command
+from fedlearn.cli.processes import ProcessGroup, fedlearn_command, usable_cores
 from fedlearn.cli.report import round_rows, rounds_table, write_plot, write_summary
 from fedlearn.cli.status_cmd import central_privacy_line
 from fedlearn.data.bundled import BUNDLED_SOURCE
@@ -375,10 +374,3 @@ def _finish(plan: _Plan, console: Console, *, seconds: float, config: dict[str, 
         f"{summary['median_overhead_seconds']:.2f} s outside the slowest client's training); "
         f"results in {plan.out}/ (summary.json, global_model.pt, accuracy.png, logs/)"
     )
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)

@@ -5,7 +5,7 @@ import pytest
 from cli_fakes import invoke, run_plan
 
 import fedlearn.bootstrap
-from fedlearn.cli import run_cmd
+from fedlearn.cli import processes, run_cmd
 
 
 def _slot_args(plan) -> list[str]:
@@ -37,10 +37,10 @@ def test_by_default_no_slots_when_every_client_has_one(monkeypatch, capsys, tmp_
 
 
 def test_usable_cores_counts_the_affinity_mask_not_the_machine(monkeypatch):
-    monkeypatch.setattr(run_cmd.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
-    monkeypatch.setattr(run_cmd.os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(processes.os, "sched_getaffinity", lambda pid: {0, 3, 5}, raising=False)
+    monkeypatch.setattr(processes.os, "cpu_count", lambda: 64)
 
-    assert run_cmd.usable_cores() == 3
+    assert processes.usable_cores() == 3
 
 
 def test_parallel_training_gives_each_client_the_runs_slot_folder(monkeypatch, capsys, tmp_path):
