@@ -13,7 +13,8 @@ The JSON contract, one file per benchmark::
       "title": "Streaming FedAvg throughput",
       "command": "python -m benchmarks aggregation", # exact command line that produced it
       "date": "2025-01-01T12:00:00+00:00",          # ISO 8601, UTC
-      "machine": {"cpu": "...", "cores": 2, "ram_gb": 23.4, "load_1min": 0.5},
+      "machine": {"cpu": "...", "simd": "AVX2", "cores": 2, "ram_gb": 23.4,
+                  "load_1min": 0.5, "cnn_epoch_cpu_s": 1.0},  # see benchmarks.calibration
       "versions": {"python", "fedlearn", "torch", "numpy", "grpcio"},   # name -> version
       "mode": "quick" | "full",
       "table": {"columns": ["..."], "rows": [["..."]]},   # cells: str, int, float, bool, null
@@ -144,14 +145,28 @@ def _ram_gb() -> float | None:
     return None
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, usable cores, RAM (GiB) and the 1-minute load average right now."""
+def machine_info(*, calibrate: bool = True) -> dict[str, Any]:
+    """CPU model and SIMD extension, usable cores, RAM (GiB), the 1-minute load average
+    right now and (with ``calibrate``) the CPU seconds of one CNN epoch on 400 images
+    (:mod:`benchmarks.calibration`)."""
+    # torch takes seconds to import: only where a run is measured, not to render a report
+    from benchmarks import calibration  # noqa: PLC0415
+
     cores = usable_cores()
     try:
         load = round(os.getloadavg()[0], 2)
     except OSError:
         load = None
-    return {"cpu": _cpu_model(), "cores": cores, "ram_gb": _ram_gb(), "load_1min": load}
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "simd": calibration.simd_extension(),
+        "cores": cores,
+        "ram_gb": _ram_gb(),
+        "load_1min": load,
+    }
+    if calibrate:
+        info["cnn_epoch_cpu_s"] = calibration.cnn_epoch_cpu_seconds()
+    return info
 
 
 def versions() -> dict[str, str]:
@@ -360,10 +375,16 @@ def _machine_line(document: Mapping[str, Any]) -> str:
     m = document.get("machine", {})
     v = document.get("versions", {})
     load = f", load {m['load_1min']} at start" if m.get("load_1min") is not None else ""
+    simd = f" ({m['simd']})" if m.get("simd") else ""
+    speed = (
+        f"; one CNN epoch on 400 images took {m['cnn_epoch_cpu_s']} CPU-s"
+        if m.get("cnn_epoch_cpu_s") is not None
+        else ""
+    )
     packages = ", ".join(f"{k} {val}" for k, val in v.items())
     return (
-        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
-        f"{m.get('ram_gb', '?')} GiB RAM{load}. Versions: {packages}."
+        f"Machine: {m.get('cpu', '?')}{simd}, {m.get('cores', '?')} cores, "
+        f"{m.get('ram_gb', '?')} GiB RAM{load}{speed}. Versions: {packages}."
     )
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 
+from benchmarks.calibration import simd_extension
 from benchmarks.common import CNN_PARAMETERS, CNN_SHAPES
 from benchmarks.federation import rounds_to
 from benchmarks.report import (
@@ -47,7 +48,8 @@ def test_document_follows_the_json_contract(tmp_path):
     assert document["targets"] == [
         {"name": "aggregation vs bandwidth", "target": ">= 0.5", "measured": "0.13", "met": False}
     ]
-    assert {"cpu", "cores", "ram_gb"} <= set(document["machine"])
+    assert {"cpu", "simd", "cores", "ram_gb", "cnn_epoch_cpu_s"} <= set(document["machine"])
+    assert document["machine"]["cnn_epoch_cpu_s"] > 0  # measured, once per process
     assert {"python", "fedlearn", "torch", "numpy", "grpcio"} <= set(document["versions"])
     path = save_document(document, tmp_path)
     assert path == tmp_path / "aggregation.json"
@@ -57,10 +59,16 @@ def test_document_follows_the_json_contract(tmp_path):
 
 def test_markdown_is_rebuilt_from_every_result_including_other_tools(tmp_path):
     results = tmp_path / "benchmarks" / "results"
+    machine = {"cpu": "EPYC", "simd": "AVX2", "cores": 2, "ram_gb": 23.5, "load_1min": 0.2,
+               "cnn_epoch_cpu_s": 1.05}  # fmt: skip
     save_document(
-        to_document(sample_result(), mode="quick", command="cmd a", plots=["agg.png"]), results
+        to_document(
+            sample_result(), mode="quick", command="cmd a", plots=["agg.png"], machine=machine
+        ),
+        results,
     )
-    other = to_document(sample_result("flower"), mode="full", command="cmd b")
+    older = {"cpu": "EPYC", "cores": 2, "ram_gb": 23.5, "load_1min": 0.2}  # before calibration
+    other = to_document(sample_result("flower"), mode="full", command="cmd b", machine=older)
     other["title"] = "Flower side by side"
     save_document(other, results)
     (results / "broken.json").write_text("{not json")
@@ -69,11 +77,28 @@ def test_markdown_is_rebuilt_from_every_result_including_other_tools(tmp_path):
 
     assert text.index("(`aggregation`)") < text.index("(`flower`)")
     assert "Flower side by side" in text and "`cmd b`, full mode" in text
+    assert (
+        "Machine: EPYC (AVX2), 2 cores, 23.5 GiB RAM, load 0.2 at start; one CNN epoch on "
+        "400 images took 1.05 CPU-s." in text
+    )
+    assert "Machine: EPYC, 2 cores, 23.5 GiB RAM, load 0.2 at start. Versions" in text
     assert "| memory read | 20.5 |" in text
     assert "| aggregation | aggregation vs bandwidth | >= 0.5 | 0.13 | no |" in text
     assert "a \\| pipe stays inside its cell" in text
     assert "![agg.png](benchmarks/results/agg.png)" in text
     assert [d["name"] for d in load_documents(results)] == ["aggregation", "flower"]
+
+
+def test_the_widest_simd_extension_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, expected in (
+        ("fpu sse4_2 avx avx2 avx512f avx512bw", "AVX-512"),
+        ("fpu sse4_2 avx fma avx2", "AVX2"),
+        ("fpu sse2", None),
+    ):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert simd_extension(cpuinfo) == expected
+    assert simd_extension(tmp_path / "missing") is None
 
 
 def test_plots_are_drawn_as_png(tmp_path):
