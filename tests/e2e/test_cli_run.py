@@ -81,6 +81,7 @@ def test_run_trains_a_local_federation_and_saves_its_results(
         assert isinstance(row["bytes_up"], int) and row["bytes_up"] > 0, row
         assert isinstance(row["bytes_down"], int) and row["bytes_down"] > 0, row
         assert row["seconds"] >= 0, row
+        assert row["completed_at"] - row["started_at"] == pytest.approx(row["seconds"]), row
         # the per-round table: round, accuracy, loss, clients, MB up, MB down, seconds
         line = rf"^\W*{row['round']}\W+{row['accuracy']:.4f}\W+{row['loss']:.4f}\W+3\W"
         assert re.search(line, done.stdout, re.MULTILINE), f"no table row for {row}"

@@ -22,7 +22,10 @@ def round_rows(
     """One row per completed training round (round 0, the initial model, is left out).
 
     ``overhead_seconds`` is the framework's share of a round: its wall time minus
-    the local training time of its slowest client.
+    the local training time of its slowest client. ``started_at`` and ``completed_at``
+    are the round's opening and closing in seconds since the epoch: from one round's
+    start to the next's is the run's cadence, which also holds whatever the rounds'
+    wall times leave out.
     """
     rows = []
     for r in rounds:
@@ -41,6 +44,8 @@ def round_rows(
                 "upload_compression": r.raw_bytes_up / r.bytes_up if r.bytes_up else None,
                 "codec": r.config.codec,
                 "bytes_down": r.bytes_down,
+                "started_at": r.started_at,
+                "completed_at": r.completed_at,
                 "seconds": seconds,
                 "slowest_client_train_seconds": slowest,
                 "overhead_seconds": seconds - slowest,

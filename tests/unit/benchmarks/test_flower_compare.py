@@ -24,12 +24,22 @@ from benchmarks.flower_compare import (
 )
 
 
-def _outcome(framework: str, seconds: float, train: float, accuracies: list[float]) -> RunOutcome:
+def _outcome(
+    framework: str,
+    seconds: float,
+    train: float,
+    accuracies: list[float],
+    *,
+    gap: float | None = 0.0,
+) -> RunOutcome:
+    """Rounds of ``seconds`` each, the next starting ``gap`` s after one ends (``None``:
+    no start times recorded, as in runs saved before they were)."""
     outcome = RunOutcome(framework, 10, 1)
     outcome.rounds = [
         {
             "round": k,
             "accuracy": acc,
+            "started": None if gap is None else 1000.0 + (k - 1) * (seconds + gap),
             "seconds": seconds,
             "slowest_client_train_seconds": train,
             "overhead_seconds": seconds - train,
@@ -81,6 +91,28 @@ def test_simulation_rows_and_target() -> None:
 
     slower = compare(10, [_outcome("fedlearn", 3.0, 1.5, [0.5, 0.8])], [flw], [sim])
     assert _targets(slower)[name] is False
+
+
+def test_the_round_cadence_counts_what_falls_between_rounds() -> None:
+    """Flower's evaluation blocks between its rounds: a shorter round wall time can
+    still be a slower cadence, and the cadence target says so."""
+    fed = _outcome("fedlearn", 2.0, 1.5, [0.5, 0.8, 0.9], gap=0.05)
+    sim = _outcome(FLOWER_SIM, 1.9, 1.4, [0.5, 0.8, 0.9], gap=0.45)
+    c = compare(10, [fed], [], [sim])
+    rows, targets = _rows(c), _targets(c)
+    cadence = "median round cadence (s): start to next start, evaluation included"
+    assert rows[f"{cadence}, Flower simulation"][2:] == [
+        pytest.approx(2.05),
+        pytest.approx(2.35),
+        pytest.approx(2.05 / 2.35),
+    ]
+    assert targets["median round wall time, 10 clients, vs Flower's simulation runtime"] is False
+    assert targets["median round cadence, 10 clients, vs Flower's simulation runtime"] is True
+    old = _outcome("fedlearn", 2.0, 1.5, [0.5, 0.8], gap=None)  # saved without round starts
+    c = compare(10, [old], [], [sim])
+    assert _rows(c)[f"{cadence}, Flower simulation"][2:] == [None, pytest.approx(2.35), None]
+    name = "median round cadence, 10 clients, vs Flower's simulation runtime"
+    assert _targets(c)[name] is False
 
 
 def test_without_deployment_rounds_accuracy_is_judged_against_the_simulation() -> None:
