@@ -145,9 +145,9 @@ def _ram_gb() -> float | None:
     return None
 
 
-def machine_info(*, calibrate: bool = True) -> dict[str, Any]:
+def machine_info() -> dict[str, Any]:
     """CPU model and SIMD extension, usable cores, RAM (GiB), the 1-minute load average
-    right now and (with ``calibrate``) the CPU seconds of one CNN epoch on 400 images
+    right now and the CPU seconds of one CNN epoch on 400 images
     (:mod:`benchmarks.calibration`)."""
     # torch takes seconds to import: only where a run is measured, not to render a report
     from benchmarks import calibration  # noqa: PLC0415
@@ -157,16 +157,14 @@ def machine_info(*, calibrate: bool = True) -> dict[str, Any]:
         load = round(os.getloadavg()[0], 2)
     except OSError:
         load = None
-    info: dict[str, Any] = {
+    return {
         "cpu": _cpu_model(),
         "simd": calibration.simd_extension(),
         "cores": cores,
         "ram_gb": _ram_gb(),
         "load_1min": load,
+        "cnn_epoch_cpu_s": calibration.cnn_epoch_cpu_seconds(),
     }
-    if calibrate:
-        info["cnn_epoch_cpu_s"] = calibration.cnn_epoch_cpu_seconds()
-    return info
 
 
 def versions() -> dict[str, str]:
