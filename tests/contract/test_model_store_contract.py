@@ -19,8 +19,8 @@ KEY = "run-a/rounds/0003/global.flw"
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x00", b"weights", os.urandom(7 * 1024 * 1024)],
-    ids=["empty", "nul", "short", "7MB"],
+    [b"", b"\x00", b"weights", os.urandom(7 * 1024 * 1024), os.urandom(3 * 1024 * 1024 + 123)],
+    ids=["empty", "nul", "short", "7MiB", "3MiB+123"],
 )
 def test_put_then_get_returns_the_same_bytes(model_store: ModelStore, data: bytes) -> None:
     path = model_store.put(KEY, data)

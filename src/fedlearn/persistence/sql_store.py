@@ -57,6 +57,22 @@ _UPSERT_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Inser
     "sqlite": sqlite.insert,
 }
 
+# The queries of every upload and download, built once: composing a statement
+# took about half of each one's 0.2 ms (2026-12-06, SQLite).
+_CLIENT = sa.select(clients).where(
+    (clients.c.run_id == sa.bindparam("run_id")) & (clients.c.client_id == sa.bindparam("key"))
+)
+_UPDATE = sa.select(client_updates).where(
+    (client_updates.c.run_id == sa.bindparam("run_id"))
+    & (client_updates.c.update_id == sa.bindparam("key"))
+)
+_CLIENT_UPDATE_OF_ROUND = (
+    sa.select(client_updates.c.id)
+    .where(client_updates.c.run_id == sa.bindparam("run_id"))
+    .where(client_updates.c.round_number == sa.bindparam("round_number"))
+    .where(client_updates.c.client_id == sa.bindparam("client_id"))
+)
+
 
 class SqlRunStore:
     """Runs, clients, rounds, updates and rejections in a SQL database."""
@@ -91,8 +107,7 @@ class SqlRunStore:
         self._upsert(clients, rec.client_to_row(client), missing=missing)
 
     def get_client(self, run_id: str, client_id: str) -> ClientRecord | None:
-        where = (clients.c.run_id == run_id) & (clients.c.client_id == client_id)
-        row = self._one(sa.select(clients).where(where))
+        row = self._one(_CLIENT, {"run_id": run_id, "key": client_id})
         return None if row is None else rec.client_from_row(row)
 
     def list_clients(self, run_id: str) -> Sequence[ClientRecord]:
@@ -204,19 +219,17 @@ class SqlRunStore:
             if only_if_open:
                 stored = self._lock_round(conn, update.run_id, update.round_number)
                 rec.check_round_open(rec.round_from_row(stored._mapping))
-            same_client = (
-                sa.select(client_updates.c.id)
-                .where(client_updates.c.run_id == update.run_id)
-                .where(client_updates.c.round_number == update.round_number)
-                .where(client_updates.c.client_id == update.client_id)
-            )
-            if conn.execute(same_client).first() is not None:
+            same_client = {
+                "run_id": update.run_id,
+                "round_number": update.round_number,
+                "client_id": update.client_id,
+            }
+            if conn.execute(_CLIENT_UPDATE_OF_ROUND, same_client).first() is not None:
                 raise rec.second_update_error(update)
             conn.execute(sa.insert(client_updates), rec.update_to_row(update))
 
     def get_update(self, run_id: str, update_id: str) -> UpdateRecord | None:
-        where = (client_updates.c.run_id == run_id) & (client_updates.c.update_id == update_id)
-        row = self._one(sa.select(client_updates).where(where))
+        row = self._one(_UPDATE, {"run_id": run_id, "key": update_id})
         return None if row is None else rec.update_from_row(row)
 
     def list_updates(self, run_id: str, round_number: int) -> Sequence[UpdateRecord]:
@@ -315,15 +328,19 @@ class SqlRunStore:
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"database write failed: {exc}") from exc
 
-    def _one(self, stmt: sa.Select[Any]) -> sa.RowMapping | None:
-        rows = self._all(stmt)
+    def _one(
+        self, stmt: sa.Select[Any], params: dict[str, Any] | None = None
+    ) -> sa.RowMapping | None:
+        rows = self._all(stmt, params)
         return rows[0] if rows else None
 
-    def _all(self, stmt: sa.Select[Any]) -> Sequence[sa.RowMapping]:
+    def _all(
+        self, stmt: sa.Select[Any], params: dict[str, Any] | None = None
+    ) -> Sequence[sa.RowMapping]:
         try:
             with self._lock, self._engine.connect() as conn:
                 conn.execution_options(**READ_ONLY)
-                return conn.execute(stmt).mappings().all()
+                return conn.execute(stmt, params).mappings().all()
         except sa.exc.SQLAlchemyError as exc:
             raise StorageError(f"database read failed: {exc}") from exc
 

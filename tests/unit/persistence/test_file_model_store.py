@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from fedlearn.errors import StorageError
 from fedlearn.persistence import FileModelStore
+from fedlearn.persistence.model_store import DIRECT_MIN_BYTES
 
 KEY = "run-a/rounds/0001/global.flw"
 
@@ -81,3 +83,102 @@ def test_the_root_is_created_on_first_put(tmp_path: Path) -> None:
     store = FileModelStore(tmp_path / "not" / "yet")
     assert store.put("m.flw", b"x") == "m.flw"
     assert (tmp_path / "not" / "yet" / "m.flw").read_bytes() == b"x"
+
+
+BIG = os.urandom(3 * 1024 * 1024 + 4096 + 17)  # above DIRECT_MIN_BYTES, not page-aligned
+
+
+def _record_open_flags(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    flags: list[int] = []
+    real_open = os.open
+
+    def recording_open(path: object, flag: int, *args: object, **kwargs: object) -> int:
+        flags.append(flag)
+        return real_open(path, flag, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", recording_open)
+    return flags
+
+
+def _einval(*_args: object, **_kwargs: object) -> int:
+    raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def test_a_large_blob_is_written_with_o_direct_and_reads_back_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = _record_open_flags(monkeypatch)
+    store = FileModelStore(tmp_path)
+    store.put(KEY, BIG)
+    assert store.get(KEY) == BIG
+    assert sorted(p.name for p in (tmp_path / KEY).parent.iterdir()) == ["global.flw"]
+    if store._direct:  # this file system took O_DIRECT
+        assert sum(bool(f & os.O_DIRECT) for f in flags) == 1
+
+
+def test_a_small_blob_goes_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = _record_open_flags(monkeypatch)
+    store = FileModelStore(tmp_path)
+    store.put(KEY, BIG[: DIRECT_MIN_BYTES - 1])
+    assert store.get(KEY) == BIG[: DIRECT_MIN_BYTES - 1]
+    assert not any(f & os.O_DIRECT for f in flags)
+
+
+def test_a_file_system_without_o_direct_gets_buffered_writes_from_then_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = os.open
+    direct_opens: list[int] = []
+
+    def no_direct(path: object, flag: int, *args: object, **kwargs: object) -> int:
+        if flag & os.O_DIRECT:
+            direct_opens.append(flag)
+            return _einval()
+        return real_open(path, flag, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", no_direct)
+    store = FileModelStore(tmp_path)
+    store.put(KEY, BIG)
+    store.put("run-a/other.flw", BIG[::-1])
+    assert store.get(KEY) == BIG
+    assert store.get("run-a/other.flw") == BIG[::-1]
+    assert len(direct_opens) == 1  # asked once, then remembered
+
+
+def test_a_direct_write_refused_midway_is_redone_through_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_pwrite = os.pwrite
+    calls = {"n": 0}
+
+    def second_write_fails(fd: int, data: memoryview, offset: int) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first 1 MiB went out with O_DIRECT, the next is refused
+            return _einval()
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", second_write_fails)
+    store = FileModelStore(tmp_path)
+    if not store._direct:
+        pytest.skip("no O_DIRECT on this platform")
+    store.put(KEY, BIG)
+    assert store.get(KEY) == BIG
+    assert (tmp_path / KEY).stat().st_size == len(BIG)
+
+
+def test_a_failed_direct_write_keeps_the_old_blob_and_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = FileModelStore(tmp_path)
+    store.put(KEY, b"old")
+
+    def no_space(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", no_space)
+    with pytest.raises(StorageError, match="No space left"):
+        store.put(KEY, BIG)
+    assert store.get(KEY) == b"old"
+    assert sorted(p.name for p in (tmp_path / KEY).parent.iterdir()) == ["global.flw"]
