@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedlearn.errors import StorageError
-from fedlearn.persistence import FileModelStore
+from fedlearn.persistence import FileModelStore, model_store
 from fedlearn.persistence.model_store import DIRECT_MIN_BYTES
 
 KEY = "run-a/rounds/0001/global.flw"
@@ -150,6 +150,9 @@ def test_a_file_system_without_o_direct_gets_buffered_writes_from_then_on(
 def test_a_direct_write_refused_midway_is_redone_through_the_page_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    small = model_store._AlignedBuffers()
+    small.SIZE = 1 << 20  # type: ignore[misc]  # so that BIG takes several direct writes
+    monkeypatch.setattr(model_store, "_BUFFERS", small)
     real_pwrite = os.pwrite
     calls = {"n": 0}
 
@@ -166,6 +169,7 @@ def test_a_direct_write_refused_midway_is_redone_through_the_page_cache(
     store.put(KEY, BIG)
     assert store.get(KEY) == BIG
     assert (tmp_path / KEY).stat().st_size == len(BIG)
+    assert not store._direct
 
 
 def test_a_failed_direct_write_keeps_the_old_blob_and_cleans_up(
