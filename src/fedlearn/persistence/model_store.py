@@ -108,7 +108,7 @@ class FileModelStore:
             try:
                 view = memoryview(data).cast("B")
                 done = self._write_direct(tmp, view) if len(view) >= DIRECT_MIN_BYTES else 0
-                _pwrite_all(fd, view[done:], done)
+                _write_all(fd, view[done:], done)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -140,7 +140,7 @@ class FileModelStore:
                     for start in range(0, aligned, len(buffer)):
                         piece = data[start : min(start + len(buffer), aligned)]
                         buffer[: len(piece)] = piece
-                        _pwrite_all(fd, buffer[: len(piece)], start)
+                        _write_all(fd, buffer[: len(piece)], start)
             finally:
                 os.close(fd)
         except OSError as exc:
@@ -195,10 +195,11 @@ class _AlignedBuffers:
 _BUFFERS = _AlignedBuffers()
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset`` (``lseek`` and ``write``: Windows has no ``pwrite``)."""
+    os.lseek(fd, offset, os.SEEK_SET)
     while data:
-        written = os.pwrite(fd, data, offset)
-        data, offset = data[written:], offset + written
+        data = data[os.write(fd, data) :]
 
 
 def _fsync_folder(folder: Path) -> None:

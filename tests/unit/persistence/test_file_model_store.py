@@ -153,16 +153,16 @@ def test_a_direct_write_refused_midway_is_redone_through_the_page_cache(
     small = model_store._AlignedBuffers()
     small.SIZE = 1 << 20  # type: ignore[misc]  # so that BIG takes several direct writes
     monkeypatch.setattr(model_store, "_BUFFERS", small)
-    real_pwrite = os.pwrite
+    real_write = os.write
     calls = {"n": 0}
 
-    def second_write_fails(fd: int, data: memoryview, offset: int) -> int:
+    def second_write_fails(fd: int, data: memoryview) -> int:
         calls["n"] += 1
         if calls["n"] == 2:  # the first 1 MiB went out with O_DIRECT, the next is refused
             return _einval()
-        return real_pwrite(fd, data, offset)
+        return real_write(fd, data)
 
-    monkeypatch.setattr(os, "pwrite", second_write_fails)
+    monkeypatch.setattr(os, "write", second_write_fails)
     store = FileModelStore(tmp_path)
     if not store._direct:
         pytest.skip("no O_DIRECT on this platform")
@@ -181,7 +181,7 @@ def test_a_failed_direct_write_keeps_the_old_blob_and_cleans_up(
     def no_space(*_args: object) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "pwrite", no_space)
+    monkeypatch.setattr(os, "write", no_space)
     with pytest.raises(StorageError, match="No space left"):
         store.put(KEY, BIG)
     assert store.get(KEY) == b"old"
