@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,28 @@ def test_a_failed_direct_write_keeps_the_old_blob_and_cleans_up(
         store.put(KEY, BIG)
     assert store.get(KEY) == b"old"
     assert sorted(p.name for p in (tmp_path / KEY).parent.iterdir()) == ["global.flw"]
+
+
+def test_more_concurrent_large_writes_than_kept_buffers_all_land_whole(tmp_path: Path) -> None:
+    store = FileModelStore(tmp_path)
+    blobs = {
+        f"run-a/updates/u{i}.flw": bytes([i]) * (DIRECT_MIN_BYTES + 4096 * i + i) for i in range(10)
+    }
+    barrier = threading.Barrier(len(blobs))
+    errors: list[BaseException] = []
+
+    def put(key: str, data: bytes) -> None:
+        barrier.wait()
+        try:
+            store.put(key, data)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=item) for item in blobs.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert all(store.get(key) == data for key, data in blobs.items())
+    assert len(model_store._BUFFERS._free) <= model_store._BUFFERS._keep
