@@ -123,12 +123,13 @@ class FileModelStore:
         """Write the page-aligned head of ``data`` to the empty file ``path`` with
         ``O_DIRECT``; return how many bytes were written (0: not supported here).
 
-        Through the page cache, each 6.65 MB update blob cost the coordinator
-        about 2 ms of kernel CPU to copy into fresh cache pages and another 0.5 ms
-        to free them when the blob was deleted; with ``O_DIRECT`` the disk reads
-        the data from a reused aligned buffer instead (copied there in pieces of
-        :attr:`_AlignedBuffers.SIZE`). The caller writes the rest
-        (under one page) through the page cache and fsyncs the file as before.
+        Through the page cache, each 6.65 MB update blob cost about 2 ms of CPU
+        to copy into fresh cache pages and another 0.5 ms to free them when the
+        blob was deleted (a microbenchmark of the store, 2026-12-06). With
+        ``O_DIRECT`` the disk reads the data from a reused aligned buffer instead
+        (copied there in pieces of :attr:`_AlignedBuffers.SIZE`). The caller
+        writes the rest (under one page) through the page cache and fsyncs the
+        file as before.
         """
         aligned = len(data) // DIRECT_ALIGN * DIRECT_ALIGN
         if not self._direct or not aligned:
@@ -164,9 +165,10 @@ class _AlignedBuffers:
     A writer borrows one and gives it back; up to ``keep`` (the coordinator's
     default number of concurrent uploads) are kept for reuse, so the memory they
     hold stays bounded however many threads write at once. 8 MiB takes a CNN
-    update in one write: each system call lets go of the GIL, and with four
-    uploads at once taking it back cost more than the write (1 MiB pieces:
-    0.42 and 0.45 GB/s of SQLite uploads, 8 MiB: 0.44 and 0.46, 2026-12-06).
+    update in one write instead of seven: SQLite uploads at 4 streams ran at
+    0.44 and 0.46 GB/s with 8 MiB pieces against 0.42 and 0.45 with 1 MiB
+    (one pair of runs each, 2026-12-06). Each system call lets go of the GIL and
+    must take it back, which is the likely reason; that was not measured here.
     """
 
     SIZE = 8 << 20

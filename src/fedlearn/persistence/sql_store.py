@@ -60,11 +60,12 @@ _UPSERT_INSERTS: dict[str, Callable[[sa.Table], postgresql.Insert | sqlite.Inser
 # The queries of every upload and download, built once: composing a statement
 # took about half of each one's 0.2 ms (2026-12-06, SQLite).
 _CLIENT = sa.select(clients).where(
-    (clients.c.run_id == sa.bindparam("run_id")) & (clients.c.client_id == sa.bindparam("key"))
+    (clients.c.run_id == sa.bindparam("run_id"))
+    & (clients.c.client_id == sa.bindparam("client_id"))
 )
 _UPDATE = sa.select(client_updates).where(
     (client_updates.c.run_id == sa.bindparam("run_id"))
-    & (client_updates.c.update_id == sa.bindparam("key"))
+    & (client_updates.c.update_id == sa.bindparam("update_id"))
 )
 _CLIENT_UPDATE_OF_ROUND = (
     sa.select(client_updates.c.id)
@@ -107,7 +108,7 @@ class SqlRunStore:
         self._upsert(clients, rec.client_to_row(client), missing=missing)
 
     def get_client(self, run_id: str, client_id: str) -> ClientRecord | None:
-        row = self._one(_CLIENT, {"run_id": run_id, "key": client_id})
+        row = self._one(_CLIENT, {"run_id": run_id, "client_id": client_id})
         return None if row is None else rec.client_from_row(row)
 
     def list_clients(self, run_id: str) -> Sequence[ClientRecord]:
@@ -229,7 +230,7 @@ class SqlRunStore:
             conn.execute(sa.insert(client_updates), rec.update_to_row(update))
 
     def get_update(self, run_id: str, update_id: str) -> UpdateRecord | None:
-        row = self._one(_UPDATE, {"run_id": run_id, "key": update_id})
+        row = self._one(_UPDATE, {"run_id": run_id, "update_id": update_id})
         return None if row is None else rec.update_from_row(row)
 
     def list_updates(self, run_id: str, round_number: int) -> Sequence[UpdateRecord]:
