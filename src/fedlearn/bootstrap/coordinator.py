@@ -15,6 +15,7 @@ import redis
 import sqlalchemy as sa
 
 from fedlearn.bootstrap.data import DataSettings, load_data
+from fedlearn.bootstrap.kernels import blas_axpy
 from fedlearn.cache import (
     RedisEventBus,
     RedisLeaseStore,
@@ -106,6 +107,7 @@ def build_coordinator(settings: CoordinatorSettings) -> tuple[Coordinator, Coord
         noise=secure_rng() if cfg.central_dp is not None else None,
         cluster=cluster,
         failpoint=_failpoint_from_env(),
+        axpy=blas_axpy(),
     )
     return coordinator, CoordinatorServer(coordinator, settings.server)
 

@@ -389,8 +389,11 @@ def limit_blas_threads() -> None:
     round for norms) and its threads already keep the cores busy. With BLAS's
     own worker threads, each of those dots waited for a worker to wake: 8 ms
     for a 32k-element dot while client processes trained beside it, against
-    3 us on one thread.
+    3 us on one thread. SciPy's BLAS, which the FedAvg fold uses
+    (``fedlearn.bootstrap.kernels``), is loaded first so that the limit covers it too.
     """
+    import fedlearn.bootstrap.kernels  # noqa: F401 - loads SciPy's BLAS before the limit
+
     threadpoolctl.threadpool_limits(limits=1, user_api="blas")
 
 

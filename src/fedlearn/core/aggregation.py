@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 
 from fedlearn.errors import ConflictError, UpdateRejectedError
 
-__all__ = ["BATCH", "BLOCK", "StreamingFedAvg", "weighted_mean"]
+__all__ = ["BATCH", "BLOCK", "Axpy", "StreamingFedAvg", "weighted_mean"]
 
 FloatVector = npt.NDArray[np.floating]
+
+Axpy = Callable[[npt.NDArray[np.float32], npt.NDArray[np.float32], float], None]
+"""``axpy(x, y, a)``: ``y += a * x`` in place, for contiguous float32 vectors of one size.
+
+numpy has no fused multiply-add over separate vectors: its fold needs a multiply pass
+and an add pass over each block. A BLAS ``saxpy`` does both in one; the coordinator's
+wiring passes one in (``fedlearn.bootstrap.kernels``), and ``core`` stays numpy-only.
+"""
 
 BLOCK = 1 << 17
 """Elements per block of a fold: two 512 KiB float32 scratch rows, about one core's L2 cache."""
@@ -41,10 +50,14 @@ class StreamingFedAvg:
     accumulated in float64, so the error does not grow with the number of
     clients. Other dtypes are folded in float64 throughout.
 
+    ``axpy``: a fused ``y += a * x`` for the float32 batch sums (see :data:`Axpy`);
+    without one, numpy's multiply and add.
+
     The caller must not modify a vector after handing it to ``add``.
     """
 
     __slots__ = (
+        "_axpy",
         "_count",
         "_max_batch",
         "_pending",
@@ -54,7 +67,8 @@ class StreamingFedAvg:
         "_total_weight",
     )
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, axpy: Axpy | None = None) -> None:
+        self._axpy = axpy
         self._sum = np.zeros(size, dtype=np.float64)
         block = min(size, BLOCK)
         self._scratch32 = np.empty((2, block), dtype=np.float32)
@@ -109,7 +123,11 @@ class StreamingFedAvg:
         for start in range(0, total.size, BLOCK):
             stop = min(start + BLOCK, total.size)
             acc, term = scratch[0, : stop - start], scratch[1, : stop - start]
-            _weighted_block(batch, weights, slice(start, stop), acc=acc, term=term)
+            if single and self._axpy is not None:
+                acc32 = self._scratch32[0, : stop - start]
+                _fused_block(batch, weights, slice(start, stop), acc=acc32, axpy=self._axpy)
+            else:
+                _weighted_block(batch, weights, slice(start, stop), acc=acc, term=term)
             part = total[start:stop]
             if single:
                 np.copyto(wide[: stop - start], acc)
@@ -135,6 +153,21 @@ def _weighted_block(
         np.multiply(source, weight, out=acc if k == 0 else term)
         if k:
             np.add(acc, term, out=acc)
+
+
+def _fused_block(
+    batch: list[tuple[FloatVector, float]],
+    weights: Sequence[np.floating],
+    block: slice,
+    *,
+    acc: npt.NDArray[np.float32],
+    axpy: Axpy,
+) -> None:
+    """``acc = sum_k weights[k] * batch[k][block]``: one multiply, then one fused pass each."""
+    first, *rest = batch
+    np.multiply(first[0][block], weights[0], out=acc)
+    for (vector, _), weight in zip(rest, weights[1:], strict=True):
+        axpy(cast("npt.NDArray[np.float32]", vector[block]), acc, float(weight))
 
 
 def weighted_mean(vectors: Sequence[FloatVector], weights: Sequence[float]) -> FloatVector:

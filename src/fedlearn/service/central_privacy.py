@@ -32,7 +32,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.aggregation import Axpy, StreamingFedAvg
 from fedlearn.core.central_dp import (
     CentralDpConfig,
     DpFedAvg,
@@ -80,10 +80,10 @@ class CentralPrivacy:
 
     # -- rounds -------------------------------------------------------------------
 
-    def aggregator(self, size: int) -> DpFedAvg:
+    def aggregator(self, size: int, *, axpy: Axpy | None = None) -> DpFedAvg:
         """A running mean that clips every update and noises the aggregate."""
         return DpFedAvg(
-            StreamingFedAvg(size),
+            StreamingFedAvg(size, axpy=axpy),
             clip_norm=self.config.clip_norm,
             noise_multiplier=self.config.noise_multiplier,
             noise=self._noise,

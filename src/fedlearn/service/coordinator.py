@@ -19,7 +19,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from fedlearn.core.aggregation import StreamingFedAvg
+from fedlearn.core.aggregation import Axpy, StreamingFedAvg
 from fedlearn.core.central_dp import Aggregator, NoiseSource
 from fedlearn.core.codecs import parse_codec
 from fedlearn.core.sampling import round_rng, sample_clients, sample_size
@@ -95,6 +95,7 @@ class Coordinator:
         noise: NoiseSource | None = None,
         cluster: ClusterPorts | None = None,
         failpoint: Callable[[str], None] | None = None,
+        axpy: Axpy | None = None,
     ) -> None:
         """``noise``: the source of central DP's noise and client selection, needed
         when ``config.central_dp`` is set (a cryptographically secure one in
@@ -106,6 +107,9 @@ class Coordinator:
         ``failpoint``: called with a point's name (``"before_close"``: a round's
         leader is about to write the round's result) so that fault-injection
         tests can stop the process exactly there.
+
+        ``axpy``: a fused ``y += a * x`` for the FedAvg fold (BLAS, handed in by the
+        wiring; see ``fedlearn.core.aggregation.Axpy``); numpy's when absent.
         """
         codec = parse_codec(config.round_config.codec).name  # the name headers carry
         config = replace(config, round_config=replace(config.round_config, codec=codec))
@@ -114,6 +118,7 @@ class Coordinator:
         self._models = models
         self._clock = clock
         self._evaluator = evaluator
+        self._axpy = axpy
         validate_identifier("run id", config.run_id)
         self._specs = specs_of(initial_weights)
         self._cond = CountingCondition()
@@ -180,8 +185,8 @@ class Coordinator:
 
     def _new_aggregator(self, size: int) -> Aggregator:
         if self._central is not None:
-            return self._central.aggregator(size)
-        return StreamingFedAvg(size)
+            return self._central.aggregator(size, axpy=self._axpy)
+        return StreamingFedAvg(size, axpy=self._axpy)
 
     @contextmanager
     def _starting(self) -> Iterator[None]:

@@ -119,3 +119,40 @@ def test_updates_held_back_in_a_batch_count_at_once_and_reach_the_mean():
     np.testing.assert_allclose(agg.mean(), [(BATCH - 2) / 2, 1.0])
     agg.add(np.array([0.0, 1.0], np.float32), 1.0)  # the mean flushed: nothing folded twice
     np.testing.assert_allclose(agg.mean(), [(BATCH - 2) * (BATCH - 1) / 2 / BATCH, 1.0])
+
+
+def numpy_axpy(calls):
+    """A fused-kernel stand-in written in numpy: ``y += a * x``, counting its calls."""
+
+    def axpy(x, y, a):
+        assert x.dtype == np.float32 and y.dtype == np.float32 and x.shape == y.shape
+        calls.append(x.size)
+        y += np.float32(a) * x
+
+    return axpy
+
+
+@pytest.mark.parametrize("size", [5, BLOCK + 1, 2 * BLOCK + 3])
+def test_a_handed_in_axpy_folds_float32_batches_to_the_same_mean(size):
+    rng = np.random.default_rng(size)
+    vectors = [rng.standard_normal(size).astype(np.float32) for _ in range(BATCH + 3)]
+    weights = [float(w) for w in rng.integers(1, 500, len(vectors))]
+    calls: list[int] = []
+    agg = StreamingFedAvg(size, axpy=numpy_axpy(calls))
+    for v, w in zip(vectors, weights, strict=True):
+        agg.add(v, w)
+    mean = agg.mean()
+    assert np.all(np.abs(mean - weighted_mean(vectors, weights)) <= error_bound(vectors, weights))
+    blocks = -(-size // BLOCK)
+    # the first update of each batch is scaled, the others go through the kernel, block by block
+    assert len(calls) == blocks * ((BATCH - 1) + (3 - 1))
+    assert sum(calls) == size * ((BATCH - 1) + (3 - 1))
+
+
+def test_a_handed_in_axpy_is_not_used_for_float64_or_mixed_batches():
+    calls: list[int] = []
+    agg = StreamingFedAvg(3, axpy=numpy_axpy(calls))
+    agg.add(np.array([1.0, 2.0, 3.0], np.float64), 1.0)
+    agg.add(np.array([3.0, 2.0, 1.0], np.float32), 3.0)
+    np.testing.assert_allclose(agg.mean(), [2.5, 2.0, 1.5])
+    assert calls == []
