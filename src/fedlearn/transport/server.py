@@ -41,6 +41,10 @@ _T = TypeVar("_T")
 SERVICE_NAME = "fedlearn.v1.FederatedLearning"
 
 
+_LOOKAHEAD_BYTES = 16 << 10
+"""Bytes of a stream gRPC reads ahead of its handler (the per-stream receive window)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServerOptions:
     """Network limits of the coordinator's gRPC server."""
@@ -361,6 +365,13 @@ class CoordinatorServer:
             # hundreds of clients pushing updates at once made the coordinator buffer
             # most of their payloads (peak RSS +490 MB at 100 clients, +1.5 GB at 250).
             ("grpc.http2.bdp_probe", 0),
+            # The window gRPC grants each stream ahead of the handler's reads. Uploads
+            # beyond the upload slots wait with their streams open and unread, each
+            # holding up to this much: hundreds of them wait at 1,000 clients. 16 KiB
+            # rather than the 64 KiB default: with one malloc arena (`tune_malloc`), peak
+            # RSS at 1,000 clients went from 659-660 to 601-610 MB, and uploads through
+            # the coordinator were no slower (0.61-0.75 against 0.55-0.68 GB/s in memory).
+            ("grpc.http2.lookahead_bytes", _LOOKAHEAD_BYTES),
         ]
         server = grpc.aio.server(options=limits)
         changes = _Changes()

@@ -1,4 +1,4 @@
-"""The coordinator's glibc settings: freed payload- and batch-sized buffers stay mapped."""
+"""The coordinator's glibc settings: one heap, and freed payload- and batch-sized buffers stay mapped."""
 
 import platform
 import subprocess
@@ -28,8 +28,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _faults(script: str, arg: str) -> int:
-    """The page faults ``script`` counts and prints, run in a fresh interpreter."""
+def _count(script: str, arg: str) -> int:
+    """The number ``script`` prints (page faults, heaps), run in a fresh interpreter."""
     out = subprocess.run(
         [sys.executable, "-c", script, arg], capture_output=True, text=True, check=True
     )
@@ -41,7 +41,7 @@ glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallo
 
 @glibc_only
 def test_the_coordinator_heap_keeps_freed_buffers_for_the_next_one():
-    untrimmed, tuned = _faults(_FAULTS, "mmap-only"), _faults(_FAULTS, "tuned")
+    untrimmed, tuned = _count(_FAULTS, "mmap-only"), _count(_FAULTS, "tuned")
     assert untrimmed > 10_000  # the freed 8 MB buffers faulted in again, page by page
     assert tuned < untrimmed / 20
 
@@ -72,6 +72,42 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 @glibc_only
 def test_the_coordinators_evaluation_batches_reuse_their_buffers():
-    mapped, default = _faults(_EVAL_FAULTS, "256"), _faults(_EVAL_FAULTS, "default")
+    mapped, default = _count(_EVAL_FAULTS, "256"), _count(_EVAL_FAULTS, "default")
     assert mapped > 30_000  # 25.7 MB activations: above the mmap threshold, mapped afresh
     assert default < mapped / 5
+
+
+_HEAPS = """
+import ctypes, sys, tempfile, threading
+import numpy as np
+from fedlearn.cli import coordinator_cmd
+if sys.argv[1] == "tuned":
+    coordinator_cmd.tune_malloc()
+else:  # the two arenas tune_malloc allowed before
+    ctypes.CDLL("libc.so.6").mallopt(coordinator_cmd._M_ARENA_MAX, 2)
+    ctypes.CDLL("libc.so.6").mallopt(coordinator_cmd._M_MMAP_THRESHOLD, 16 << 20)
+held, ready = [], threading.Barrier(4)
+def work():
+    ready.wait()  # all four threads allocate at once, as the gRPC workers do
+    held.append(np.ones(300_000, np.float32))  # 1.2 MB payload-sized, from a heap
+    ready.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    stream = ctypes.c_void_p(libc.fopen(f.name.encode(), b"w"))
+    libc.malloc_info(0, stream)
+    libc.fclose(stream)
+    print(open(f.name).read().count("<heap nr="))
+"""
+
+
+@glibc_only
+def test_the_coordinators_threads_share_one_heap():
+    """Holes a freed payload leaves are then reusable by every thread."""
+    assert _count(_HEAPS, "two-arenas") == 2  # the check can tell the difference
+    assert _count(_HEAPS, "tuned") == 1
