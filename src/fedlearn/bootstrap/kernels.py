@@ -11,30 +11,20 @@ the calling thread as well.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy.linalg.blas import saxpy as _saxpy
 
 from fedlearn.core.aggregation import Axpy
 
 __all__ = ["blas_axpy"]
 
-logger = logging.getLogger(__name__)
 
-try:
-    from scipy.linalg.blas import saxpy as _saxpy
-except ImportError:  # pragma: no cover - scipy is a dependency; kept for slim installs
-    _saxpy = None
-
-
-def blas_axpy() -> Axpy | None:
-    """A ``y += a * x`` on float32 vectors through BLAS, or None without SciPy."""
-    if _saxpy is None:
-        logger.info("scipy unavailable: the FedAvg fold uses numpy alone")
-        return None
-    saxpy: Any = _saxpy
+def blas_axpy() -> Axpy:
+    """A ``y += a * x`` on float32 vectors through BLAS."""
+    saxpy: Any = _saxpy  # untyped (f2py)
 
     def axpy(x: npt.NDArray[np.float32], y: npt.NDArray[np.float32], a: float) -> None:
         # y is a contiguous float32 scratch row: BLAS updates it in place and returns

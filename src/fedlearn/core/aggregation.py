@@ -14,8 +14,9 @@ from fedlearn.errors import ConflictError, UpdateRejectedError
 __all__ = ["BATCH", "BLOCK", "Axpy", "StreamingFedAvg", "weighted_mean"]
 
 FloatVector = npt.NDArray[np.floating]
+Float32Vector = npt.NDArray[np.float32]
 
-Axpy = Callable[[npt.NDArray[np.float32], npt.NDArray[np.float32], float], None]
+Axpy = Callable[[Float32Vector, Float32Vector, float], None]
 """``axpy(x, y, a)``: ``y += a * x`` in place, for contiguous float32 vectors of one size.
 
 numpy has no fused multiply-add over separate vectors: its fold needs a multiply pass
@@ -124,8 +125,7 @@ class StreamingFedAvg:
             stop = min(start + BLOCK, total.size)
             acc, term = scratch[0, : stop - start], scratch[1, : stop - start]
             if single and self._axpy is not None:
-                acc32 = self._scratch32[0, : stop - start]
-                _fused_block(batch, weights, slice(start, stop), acc=acc32, axpy=self._axpy)
+                _fused_block(batch, weights, slice(start, stop), acc=acc, axpy=self._axpy)
             else:
                 _weighted_block(batch, weights, slice(start, stop), acc=acc, term=term)
             part = total[start:stop]
@@ -160,14 +160,16 @@ def _fused_block(
     weights: Sequence[np.floating],
     block: slice,
     *,
-    acc: npt.NDArray[np.float32],
+    acc: FloatVector,
     axpy: Axpy,
 ) -> None:
-    """``acc = sum_k weights[k] * batch[k][block]``: one multiply, then one fused pass each."""
+    """``acc = sum_k weights[k] * batch[k][block]``: one multiply, then one fused pass each.
+
+    Every vector and ``acc`` are float32 here (``_flush`` checks the batch)."""
     first, *rest = batch
     np.multiply(first[0][block], weights[0], out=acc)
     for (vector, _), weight in zip(rest, weights[1:], strict=True):
-        axpy(cast("npt.NDArray[np.float32]", vector[block]), acc, float(weight))
+        axpy(cast(Float32Vector, vector[block]), cast(Float32Vector, acc), float(weight))
 
 
 def weighted_mean(vectors: Sequence[FloatVector], weights: Sequence[float]) -> FloatVector:

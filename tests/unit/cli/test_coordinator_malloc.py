@@ -85,7 +85,9 @@ if sys.argv[1] == "tuned":
     coordinator_cmd.tune_malloc()
 else:  # the two arenas tune_malloc allowed before
     ctypes.CDLL("libc.so.6").mallopt(coordinator_cmd._M_ARENA_MAX, 2)
-    ctypes.CDLL("libc.so.6").mallopt(coordinator_cmd._M_MMAP_THRESHOLD, 16 << 20)
+    ctypes.CDLL("libc.so.6").mallopt(
+        coordinator_cmd._M_MMAP_THRESHOLD, coordinator_cmd._MMAP_THRESHOLD_BYTES
+    )
 held, ready = [], threading.Barrier(4)
 def work():
     ready.wait()  # all four threads allocate at once, as the gRPC workers do
