@@ -58,10 +58,12 @@ def encode_weights(weights: Weights) -> bytes:
     ).encode()
     head = _PREFIX.pack(_MAGIC, len(header)) + header
     head += b"\0" * (-len(head) % 8)
-    parts = [head]
+    # Byte views of the (little-endian, C-contiguous) tensors, joined: one copy of the
+    # data where ``tobytes`` per tensor and then the join made two.
+    parts: list[bytes | memoryview] = [head]
     for arr in weights.values():
-        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-        parts.append(np.ascontiguousarray(little).tobytes())
+        little = np.ascontiguousarray(arr.astype(arr.dtype.newbyteorder("<"), copy=False))
+        parts.append(little.reshape(-1).view(np.uint8).data)
     return b"".join(parts)
 
 

@@ -28,6 +28,7 @@ from fedlearn.transport.chunks import (
     Assembler,
     PayloadChecksum,
     data_chunk_message,
+    data_of_chunk_message,
     split,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
@@ -111,6 +112,13 @@ class GrpcCoordinatorClient:
             request_serializer=_pass_bytes,
             response_deserializer=pb.UpdateAck.FromString,
         )
+        # GetGlobalModel with data chunks read as views of gRPC's buffers (see
+        # _model_chunk_from_bytes)
+        self._model_stream = self._channel.unary_stream(
+            "/fedlearn.v1.FederatedLearning/GetGlobalModel",
+            request_serializer=pb.ModelRequest.SerializeToString,
+            response_deserializer=_model_chunk_from_bytes,
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -186,15 +194,15 @@ class GrpcCoordinatorClient:
         return self._call("download", lambda: self._download(request))
 
     def _download(self, request: pb.ModelRequest) -> GlobalModelBlob:
-        stream: Iterator[pb.ModelChunk] = self._stub.GetGlobalModel(request, timeout=self._timeout)
+        stream: Iterator[_ModelChunk] = self._model_stream(request, timeout=self._timeout)
         first = next(stream, None)
-        if first is None or not first.HasField("header"):
+        if not isinstance(first, pb.ModelChunk) or not first.HasField("header"):
             raise ChecksumError("model stream did not start with a header")
         header = first.header
         checksum = PayloadChecksum.of_header(xxh3_128=header.xxh3_128, sha256=header.sha256)
         assembler = Assembler(header.total_bytes, checksum, max_bytes=self._max_payload)
         for chunk in stream:
-            assembler.add(chunk.data)
+            assembler.add(chunk if isinstance(chunk, memoryview) else chunk.data)
         return GlobalModelBlob(
             header.round_number,
             assembler.finish(),
@@ -234,6 +242,18 @@ class GrpcCoordinatorClient:
 
 def _pass_bytes(message: bytes) -> bytes:
     return message
+
+
+_ModelChunk = pb.ModelChunk | memoryview
+"""A received model chunk: the data of a plain data chunk, else the parsed message."""
+
+
+def _model_chunk_from_bytes(message: bytes) -> _ModelChunk:
+    """Data chunks as views of gRPC's message (protobuf would copy each MiB out of
+    it, and the assembler then copies it again); headers and anything unusual
+    through the generated parser."""
+    data = data_of_chunk_message(message)
+    return data if data is not None else pb.ModelChunk.FromString(message)
 
 
 def request_rollback(

@@ -67,3 +67,17 @@ def test_decode_rejects_a_header_claiming_more_than_the_payload():
     payload[4:8] = (10**6).to_bytes(4, "little")
     with pytest.raises(UpdateRejectedError):
         decode_weights(bytes(payload))
+
+
+def test_strided_and_transposed_tensors_encode_as_their_contiguous_copies():
+    base = np.arange(2 * 3 * 4 * 5, dtype=np.float32).reshape(2, 3, 4, 5)
+    views = {
+        "channels_last": base.transpose(0, 2, 3, 1),
+        "every_other": base[:, ::2],
+        "fortran": np.asfortranarray(base[0]),
+    }
+    copies = {name: np.ascontiguousarray(view) for name, view in views.items()}
+    assert encode_weights(views) == encode_weights(copies)
+    decoded = decode_weights(encode_weights(views))
+    for name, view in views.items():
+        np.testing.assert_array_equal(decoded.tensors[name], view)
