@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import xxhash
 
@@ -20,6 +20,7 @@ __all__ = [
     "Assembler",
     "EncodedModelCache",
     "PayloadChecksum",
+    "chunk_reader",
     "data_chunk_message",
     "data_chunk_wire_bytes",
     "data_of_chunk_message",
@@ -114,6 +115,21 @@ def data_of_chunk_message(message: bytes) -> memoryview | None:
     if position + length != len(message):
         return None
     return memoryview(message)[position:]
+
+
+_Message = TypeVar("_Message")
+
+
+def chunk_reader(parse: Callable[[bytes], _Message]) -> Callable[[bytes], memoryview | _Message]:
+    """A gRPC deserializer for chunk messages: a plain data chunk comes back as a view
+    of gRPC's message (protobuf would copy each MiB out of it, and the assembler then
+    copies it again), anything else (headers, unusual messages) as ``parse`` reads it."""
+
+    def read(message: bytes) -> memoryview | _Message:
+        data = data_of_chunk_message(message)
+        return data if data is not None else parse(message)
+
+    return read
 
 
 def split(payload: bytes, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[memoryview]:

@@ -27,8 +27,8 @@ from fedlearn.transport.chunks import (
     DEFAULT_CHUNK_BYTES,
     Assembler,
     PayloadChecksum,
+    chunk_reader,
     data_chunk_message,
-    data_of_chunk_message,
     split,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
@@ -248,12 +248,7 @@ _ModelChunk = pb.ModelChunk | memoryview
 """A received model chunk: the data of a plain data chunk, else the parsed message."""
 
 
-def _model_chunk_from_bytes(message: bytes) -> _ModelChunk:
-    """Data chunks as views of gRPC's message (protobuf would copy each MiB out of
-    it, and the assembler then copies it again); headers and anything unusual
-    through the generated parser."""
-    data = data_of_chunk_message(message)
-    return data if data is not None else pb.ModelChunk.FromString(message)
+_model_chunk_from_bytes = chunk_reader(pb.ModelChunk.FromString)
 
 
 def request_rollback(

@@ -27,8 +27,8 @@ from fedlearn.transport.chunks import (
     Assembler,
     EncodedModelCache,
     PayloadChecksum,
+    chunk_reader,
     data_chunk_wire_bytes,
-    data_of_chunk_message,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
@@ -315,11 +315,7 @@ _UpdateChunk = pb.UpdateChunk | memoryview
 """A received update chunk: the data of a plain data chunk, else the parsed message."""
 
 
-def _update_chunk_from_bytes(message: bytes) -> _UpdateChunk:
-    """Data chunks as views of gRPC's buffer (protobuf would copy each MiB out of
-    it); headers and anything unusual through the generated parser."""
-    data = data_of_chunk_message(message)
-    return data if data is not None else pb.UpdateChunk.FromString(message)
+_update_chunk_from_bytes = chunk_reader(pb.UpdateChunk.FromString)
 
 
 class CoordinatorServer:
