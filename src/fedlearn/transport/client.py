@@ -29,6 +29,7 @@ from fedlearn.transport.chunks import (
     PayloadChecksum,
     chunk_reader,
     data_chunk_message,
+    serialized,
     split,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
@@ -109,7 +110,7 @@ class GrpcCoordinatorClient:
         # SubmitUpdate with chunk messages serialized by hand (see data_chunk_message)
         self._submit_stream = self._channel.stream_unary(
             "/fedlearn.v1.FederatedLearning/SubmitUpdate",
-            request_serializer=_pass_bytes,
+            request_serializer=serialized,
             response_deserializer=pb.UpdateAck.FromString,
         )
         # GetGlobalModel with data chunks read as views of gRPC's buffers (see
@@ -238,10 +239,6 @@ class GrpcCoordinatorClient:
             lambda: self._stub.GetTrainingStatus(pb.StatusRequest(), timeout=self._timeout),
         )
         return convert.status_from_proto(reply)
-
-
-def _pass_bytes(message: bytes) -> bytes:
-    return message
 
 
 _ModelChunk = pb.ModelChunk | memoryview

@@ -29,6 +29,7 @@ from fedlearn.transport.chunks import (
     PayloadChecksum,
     chunk_reader,
     data_chunk_wire_bytes,
+    serialized,
 )
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2 as pb
 from fedlearn.transport.pb.fedlearn.v1 import fedlearn_pb2_grpc as pb_grpc
@@ -286,7 +287,7 @@ def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
         "GetGlobalModel": grpc.unary_stream_rpc_method_handler(
             servicer.GetGlobalModel,
             request_deserializer=pb.ModelRequest.FromString,
-            response_serializer=_pass_bytes,
+            response_serializer=serialized,
         ),
         "SubmitUpdate": grpc.stream_unary_rpc_method_handler(
             servicer.SubmitUpdate,
@@ -305,10 +306,6 @@ def _add_servicer(servicer: _Servicer, server: grpc.Server) -> None:
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-
-
-def _pass_bytes(message: bytes) -> bytes:
-    return message
 
 
 _UpdateChunk = pb.UpdateChunk | memoryview
