@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from cli_harness import Finished, Started, Transcript, fedlearn, free_port, start, write_digits
 
+from fedlearn.cli.processes import usable_cores
+from fedlearn.cli.run_cmd import SLOTS_PER_CORE
 from fedlearn.core.serialization import decode_weights
 from fedlearn.models.checkpoint import read_model_file, save_model_file
 from fedlearn.models.registry import build_model
@@ -70,7 +72,9 @@ def test_run_trains_a_local_federation_and_saves_its_results(
     config = summary["config"]
     assert (config["clients"], config["rounds"], config["model"]) == (3, 2, "mlp")
     assert config["local_epochs"] == 1
-    assert config["slots"] == 0  # every client trains when asked: no slots by default
+    # by default one client per core trains at once (none wait where each has a core)
+    per_machine = SLOTS_PER_CORE * usable_cores()
+    assert config["slots"] == (per_machine if per_machine < 3 else 0)
     rounds = summary["rounds"]
     assert [r["round"] for r in rounds] == [1, 2]
     for row in rounds:

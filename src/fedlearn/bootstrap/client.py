@@ -19,6 +19,7 @@ import torch
 from fedlearn.bootstrap.data import DataSettings, load_train_data
 from fedlearn.client.privacy import DpOptions, PrivacyLedger
 from fedlearn.client.runtime import ClientOptions, ClientRuntime
+from fedlearn.client.slot_server import ServedSlots
 from fedlearn.client.slots import TrainingSlots
 from fedlearn.client.trainer import LocalTrainer
 from fedlearn.core.codecs import available_codecs
@@ -55,6 +56,9 @@ class ClientSettings:
     train whenever asked."""
     slot_count: int = 1
     """How many of the clients sharing ``slot_dir`` may train at once."""
+    slot_server: Path | None = None
+    """Socket of a :class:`~fedlearn.client.slot_server.SlotServer` to take a training
+    slot from (``fedlearn run`` serves one); ``None``: ``slot_dir``, if set."""
     release_heap: bool = False
     """Hand free heap pages back after each round (see ``ClientOptions.release_heap``)."""
 
@@ -139,7 +143,11 @@ def build_client(settings: ClientSettings) -> ClientRuntime:
         poll_wait_s=settings.poll_wait_s,
         release_heap=settings.release_heap,
     )
-    if settings.slot_dir is not None:
+    if settings.slot_server is not None and settings.slot_dir is not None:
+        raise ConfigError("give a slot server or a slot folder, not both")
+    if settings.slot_server is not None:
+        options = replace(options, compute_slot=ServedSlots(settings.slot_server).hold)
+    elif settings.slot_dir is not None:
         # partition k queues on slot k % count: the machine's clients spread evenly
         slots = TrainingSlots(settings.slot_dir, settings.slot_count, queue=settings.partition)
         options = replace(options, compute_slot=slots.hold)

@@ -119,12 +119,19 @@ def client(
         Path | None,
         typer.Option(
             help="Folder of training slots shared by the clients of this machine: at most "
-            "--slots of them train at once (fedlearn run sets it).",
+            "--slots of them train at once.",
         ),
     ] = None,
     slots: Annotated[
         int, typer.Option(min=1, help="Clients sharing --slot-dir that may train at once.")
     ] = 1,
+    slot_server: Annotated[
+        Path | None,
+        typer.Option(
+            help="Unix socket of a training-slot server to wait on before each local "
+            "training, first come, first served (fedlearn run serves one).",
+        ),
+    ] = None,
     release_heap: Annotated[
         bool,
         typer.Option(
@@ -176,6 +183,7 @@ def client(
         dp=dp,
         slot_dir=slot_dir,
         slot_count=slots,
+        slot_server=slot_server,
         release_heap=release_heap,
     )
     state = _open_state(folder) if folder is not None else None

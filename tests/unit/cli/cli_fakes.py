@@ -34,12 +34,15 @@ def coordinator_settings(monkeypatch, capsys, *args):
     return code, err, seen
 
 
-def run_plan(monkeypatch, capsys, tmp_path, *args):
-    """``fedlearn run`` with the data and the processes faked; returns what it planned."""
+def run_plan(monkeypatch, capsys, tmp_path, *args, during=None):
+    """``fedlearn run`` with the data and the processes faked; returns what it planned
+    (and calls ``during(plan)`` where the processes would have run)."""
     plans = []
 
     def no_processes(plan, console):
         plans.append(plan)
+        if during is not None:
+            during(plan)
         raise Built
 
     data = SimpleNamespace(source="fake", train_labels=[0] * 40, test_labels=[0] * 10)

@@ -1,5 +1,9 @@
-"""``fedlearn run --parallel-training``: how many of its clients train at once, and the
-``--slot-dir``/``--slots`` it gives each client."""
+"""``fedlearn run --parallel-training``: how many of its clients train at once, through
+the training-slot server it runs for them and names to each client (``--slot-server``)."""
+
+import os
+import socket
+from pathlib import Path
 
 import pytest
 from cli_fakes import invoke, run_plan
@@ -8,12 +12,47 @@ import fedlearn.bootstrap
 from fedlearn.cli import processes, run_cmd
 
 
-def _slot_args(plan) -> list[str]:
+def _server_of(plan) -> str | None:
     args = [str(a) for a in plan.client_args]
-    if "--slot-dir" not in args:
-        return []
-    at = args.index("--slot-dir")
-    return args[at : at + 4]
+    if "--slot-server" not in args:
+        return None
+    return args[args.index("--slot-server") + 1]
+
+
+def _free_slots(path: str) -> int:
+    """How many turns the server at ``path`` grants at once (taken, then given back)."""
+    taken = []
+    try:
+        while len(taken) < 64:
+            conn = socket.socket(socket.AF_UNIX)
+            taken.append(conn)
+            conn.connect(path)
+            conn.settimeout(0.3)
+            try:
+                if not conn.recv(16).endswith(b"\n"):
+                    break
+            except TimeoutError:
+                break
+        return len(taken) - 1
+    finally:
+        for conn in taken:
+            conn.close()
+
+
+def _slots_served(monkeypatch, capsys, tmp_path, *args):
+    """The number of slots the run serves its clients (``None``: no server), measured
+    while it runs, and whether the server is gone once the run is over."""
+    seen = []
+
+    def count(plan):
+        path = _server_of(plan)
+        seen.append((path, None if path is None else _free_slots(path)))
+
+    code, _, plans = run_plan(monkeypatch, capsys, tmp_path, *args, during=count)
+    assert code is None and len(plans) == 1
+    path, served = seen[0]
+    assert path is None or not os.path.exists(path)  # closed with the run
+    return served
 
 
 @pytest.fixture
@@ -21,19 +60,14 @@ def two_cores(monkeypatch):
     monkeypatch.setattr(run_cmd, "usable_cores", lambda: 2)
 
 
-def test_run_lets_two_clients_per_core_train_at_once_by_default(
+def test_run_lets_one_client_per_core_train_at_once_by_default(
     monkeypatch, capsys, tmp_path, two_cores
 ):
-    code, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10)
-
-    assert code is None
-    assert _slot_args(plans[0])[2:] == ["--slots", "4"]
+    assert _slots_served(monkeypatch, capsys, tmp_path, "--clients", 10) == 2
 
 
-def test_by_default_no_slots_when_every_client_has_one(monkeypatch, capsys, tmp_path, two_cores):
-    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 4)
-
-    assert _slot_args(plans[0]) == []
+def test_by_default_no_slots_when_every_client_has_a_core(monkeypatch, capsys, tmp_path, two_cores):
+    assert _slots_served(monkeypatch, capsys, tmp_path, "--clients", 2) is None
 
 
 def test_usable_cores_counts_the_affinity_mask_not_the_machine(monkeypatch):
@@ -43,25 +77,16 @@ def test_usable_cores_counts_the_affinity_mask_not_the_machine(monkeypatch):
     assert processes.usable_cores() == 3
 
 
-def test_parallel_training_gives_each_client_the_runs_slot_folder(monkeypatch, capsys, tmp_path):
-    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, "--clients", 10, "--parallel-training", 2)
-
-    slot_dir = tmp_path / "out" / "state" / "training-slots"
-    assert _slot_args(plans[0]) == ["--slot-dir", str(slot_dir), "--slots", "2"]
-
-
 @pytest.mark.parametrize(
     ("args", "slots"),
     [
-        (("--clients", 10, "--parallel-training", 3), ["--slots", "3"]),
-        (("--clients", 10, "--parallel-training", 0), []),  # no limit
-        (("--clients", 3, "--parallel-training", 3), []),  # every client fits
+        (("--clients", 10, "--parallel-training", 3), 3),
+        (("--clients", 10, "--parallel-training", 0), None),  # no limit
+        (("--clients", 3, "--parallel-training", 3), None),  # every client fits
     ],
 )
 def test_parallel_training_sets_the_slots_or_none(monkeypatch, capsys, tmp_path, args, slots):
-    _, _, plans = run_plan(monkeypatch, capsys, tmp_path, *args)
-
-    assert _slot_args(plans[0])[2:] == slots
+    assert _slots_served(monkeypatch, capsys, tmp_path, *args) == slots
 
 
 def test_a_negative_parallel_training_is_a_usage_error(monkeypatch, capsys, tmp_path):
@@ -71,7 +96,14 @@ def test_a_negative_parallel_training_is_a_usage_error(monkeypatch, capsys, tmp_
     assert "--parallel-training" in err
 
 
-def test_client_builds_its_runtime_with_the_slots(monkeypatch, capsys, tmp_path):
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--slot-dir", "slots", "--slots", 2), (Path("slots"), 2, None)),
+        (("--slot-server", "slots.sock"), (None, 1, Path("slots.sock"))),
+    ],
+)
+def test_client_builds_its_runtime_with_the_slots(monkeypatch, capsys, tmp_path, args, expected):
     seen = []
 
     def build(settings):
@@ -79,13 +111,10 @@ def test_client_builds_its_runtime_with_the_slots(monkeypatch, capsys, tmp_path)
         raise SystemExit(0)
 
     monkeypatch.setattr(fedlearn.bootstrap, "build_client", build)
-    code, _ = invoke(
-        monkeypatch, capsys, "client", "--log-level", "warning",
-        "--slot-dir", tmp_path / "slots", "--slots", 2,
-    )  # fmt: skip
+    code, _ = invoke(monkeypatch, capsys, "client", "--log-level", "warning", *args)
 
     assert code == 0
-    assert (seen[0].slot_dir, seen[0].slot_count) == (tmp_path / "slots", 2)
+    assert (seen[0].slot_dir, seen[0].slot_count, seen[0].slot_server) == expected
 
 
 @pytest.mark.parametrize(("args", "passed"), [((), False), (("--release-heap",), True)])
