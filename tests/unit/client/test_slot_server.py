@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+from slot_testing import most_at_once
 
 from fedlearn.client.slot_server import ServedSlots, SlotServer
 from fedlearn.errors import ConfigError
@@ -40,25 +41,9 @@ def _wait_until(condition, timeout=5.0):
 
 
 def test_no_more_than_count_hold_a_slot_at_once(server):
-    holding, most, lock, used = [0], [0], threading.Lock(), []
+    most, used = most_at_once(lambda k: ServedSlots(server.path).hold())
 
-    def train():
-        with ServedSlots(server.path).hold() as slot:
-            with lock:
-                holding[0] += 1
-                most[0] = max(most[0], holding[0])
-                used.append(slot)
-            time.sleep(0.05)
-            with lock:
-                holding[0] -= 1
-
-    workers = [threading.Thread(target=train) for _ in range(8)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(10)
-
-    assert most[0] == 2
+    assert most == 2
     assert len(used) == 8 and set(used) == {0, 1}
 
 

@@ -8,33 +8,16 @@ import threading
 import time
 
 import pytest
+from slot_testing import most_at_once
 
 from fedlearn.client.slots import TrainingSlots
 from fedlearn.errors import ConfigError
 
 
 def test_no_more_than_count_hold_a_slot_at_once(tmp_path):
-    holding, most, lock = [0], [0], threading.Lock()
-    used = []
+    most, used = most_at_once(lambda k: TrainingSlots(tmp_path, 2, queue=k).hold())
 
-    def train(k):
-        with TrainingSlots(tmp_path, 2, queue=k).hold() as slot:
-            with lock:
-                holding[0] += 1
-                most[0] = max(most[0], holding[0])
-                used.append(slot)
-            time.sleep(0.05)
-            with lock:
-                holding[0] -= 1
-
-    # each hold opens its own file description, so threads contend as processes do
-    workers = [threading.Thread(target=train, args=(k,)) for k in range(8)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(10)
-
-    assert most[0] == 2
+    assert most == 2
     assert len(used) == 8 and set(used) == {0, 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slot-0.lock", "slot-1.lock"]
 
