@@ -1,7 +1,7 @@
 """Training slots: at most N of the client processes on one machine train at once.
 
-A local federation (``fedlearn run``) puts every client on the same cores, and every
-client that trains holds its activations and gradients at the same time. Like Flower's
+Clients started on one machine share its cores, and every client that trains holds
+its activations and gradients at the same time. Like Flower's
 simulation runtime, which gives each client a share of the CPUs, slots bound how many
 train at once; here the clients stay separate processes with their own gRPC
 connections and take one of N slots, each slot a file in a shared folder locked with
@@ -15,6 +15,12 @@ waiting clients' polls cost more CPU than the slots saved.
 
 The kernel drops a dead process's lock, so a client killed in training never holds
 a slot. Waiting for a slot is not training time: the trainer's clock starts after it.
+
+These slots need nothing but a shared folder (``fedlearn client --slot-dir``), for
+clients started by hand. Queueing on one slot's lock is not first come, first served
+across slots, though: a core can sit idle while another slot's queue still waits.
+``fedlearn run`` therefore serves its clients' slots itself
+(:mod:`fedlearn.client.slot_server`).
 """
 
 from __future__ import annotations
