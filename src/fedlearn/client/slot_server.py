@@ -129,7 +129,8 @@ class SlotServer:
                 conn, _ = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. out of file descriptors: the client retries
+            except OSError as exc:  # e.g. out of file descriptors: the connection stays
+                # in the backlog, and the next wake-up tries to accept it again
                 logger.warning("training slots: cannot accept a client: %s", exc)
                 return
             self._selector.register(conn, selectors.EVENT_READ)
